@@ -1,0 +1,250 @@
+"""The model bundle: a directory with `model.tflite` and `model.json`.
+
+`model.json` carries every fact serving needs, so training and serving cannot drift: labels in
+output order, the frontend's parameters and version, the evaluation hop, the input's shape,
+orientation, dtype and quantization, the output's kind, the sha256 of the .tflite, and what the
+model was trained and measured on. The converter writes it (`write_bundle`); the daemon, `predict`
+and the web page read it (`load_bundle`). Format, version 1:
+
+    format_version   1
+    name             short model name
+    labels           class names in the order of the model's outputs
+    features         FeatureParams (edge.features), including feature_version
+    eval_hop_s       hop of whole-file prediction in seconds (the reported numbers use it)
+    input            {shape [1, n_frames, n_mels], layout "time_mel", dtype, scale, zero_point}
+    output           {shape [1, n_labels], kind "probabilities"|"logits", temperature, dtype, scale, zero_point}
+    tflite_sha256    hex sha256 of model.tflite
+    created_utc, moodmic_version, license
+    conversion       free-form: mode, parity figures (converter)
+    training         free-form: data, split with actor lists, seed, metrics (trainer)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import BundleError
+from .features import FeatureParams
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.tflite"
+META_FILE = "model.json"
+INPUT_LAYOUT = "time_mel"  # (batch, time, mel): Conv1D runs over time
+OUTPUT_KINDS = ("probabilities", "logits")
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape, dtype and (for integer tensors) the affine quantization of a model tensor."""
+
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: float32, int8, uint8
+    scale: float = 0.0  # real = (q - zero_point) * scale; 0 for float tensors
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype in ("int8", "uint8", "int16")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype, "scale": self.scale, "zero_point": self.zero_point}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TensorSpec":
+        return cls(tuple(int(n) for n in data["shape"]), str(data["dtype"]), float(data["scale"]), int(data["zero_point"]))
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    name: str
+    labels: tuple[str, ...]
+    features: FeatureParams
+    eval_hop_s: float
+    input: TensorSpec
+    output: TensorSpec
+    output_kind: str
+    temperature: float
+    tflite_sha256: str
+    info: dict[str, Any] = field(default_factory=dict, compare=False)  # created, license, conversion, training
+
+    @property
+    def tflite_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def eval_hop_frames(self) -> int:
+        return self.features.hop_frames(self.eval_hop_s)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "labels": list(self.labels),
+            "features": self.features.to_dict(),
+            "eval_hop_s": self.eval_hop_s,
+            "input": {**self.input.to_dict(), "layout": INPUT_LAYOUT},
+            "output": {**self.output.to_dict(), "kind": self.output_kind, "temperature": self.temperature},
+            "tflite_sha256": self.tflite_sha256,
+            **self.info,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_bundle(path: str | Path | None = None) -> Bundle:
+    """Read and verify a bundle directory (default: the model shipped with moodmic)."""
+    path = Path(path) if path else DEFAULT_BUNDLE
+    where = f"model bundle {path}"
+    if not path.is_dir():
+        hint = "pass --model DIR with a directory written by moodmic-convert"
+        raise BundleError(f"{where}: no such directory; {hint}")
+    meta_path, tflite_path = path / META_FILE, path / MODEL_FILE
+    for needed in (meta_path, tflite_path):
+        if not needed.is_file():
+            raise BundleError(f"{where}: {needed.name} is missing; re-copy the bundle or re-run moodmic-convert")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{where}: {META_FILE} is not valid JSON ({exc}); re-copy the bundle") from exc
+    if not isinstance(meta, dict):
+        raise BundleError(f"{where}: {META_FILE} is not a JSON object; re-copy the bundle")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{where}: format_version {version!r} is not supported (this moodmic reads {FORMAT_VERSION}); "
+            "upgrade moodmic or re-convert the model"
+        )
+    try:
+        features = FeatureParams.from_dict(meta["features"])
+        labels = tuple(str(x) for x in meta["labels"])
+        inp, out = dict(meta["input"]), dict(meta["output"])
+        bundle = Bundle(
+            path=path,
+            name=str(meta.get("name", path.name)),
+            labels=labels,
+            features=features,
+            eval_hop_s=float(meta["eval_hop_s"]),
+            input=TensorSpec.from_dict(inp),
+            output=TensorSpec.from_dict(out),
+            output_kind=str(out.get("kind", "probabilities")),
+            temperature=float(out.get("temperature", 1.0)),
+            tflite_sha256=str(meta["tflite_sha256"]),
+            info={k: v for k, v in meta.items() if k not in _CORE_KEYS},
+        )
+    except BundleError as exc:
+        raise BundleError(f"{where}: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{where}: {META_FILE} lacks or mangles {exc}; re-copy the bundle or re-run moodmic-convert") from exc
+    _check_consistent(bundle, inp.get("layout"), where)
+    actual = sha256_file(tflite_path)
+    if actual != bundle.tflite_sha256:
+        raise BundleError(
+            f"{where}: {MODEL_FILE} does not match its sha256 in {META_FILE} (corrupt or swapped file); "
+            "re-copy the bundle"
+        )
+    return bundle
+
+
+_CORE_KEYS = {"format_version", "name", "labels", "features", "eval_hop_s", "input", "output", "tflite_sha256"}
+
+
+def _check_consistent(b: Bundle, layout: Any, where: str) -> None:
+    p = b.features
+    problems = []
+    if layout != INPUT_LAYOUT:
+        problems.append(f"input layout {layout!r} (expected {INPUT_LAYOUT!r})")
+    if b.input.shape != (1, p.n_frames, p.n_mels):
+        problems.append(f"input shape {list(b.input.shape)} != [1, {p.n_frames}, {p.n_mels}] from the features")
+    if len(b.labels) < 2 or len(set(b.labels)) != len(b.labels):
+        problems.append(f"labels {list(b.labels)} (need >= 2 distinct)")
+    if b.output.shape != (1, len(b.labels)):
+        problems.append(f"{len(b.labels)} labels but output shape {list(b.output.shape)}")
+    if b.output_kind not in OUTPUT_KINDS:
+        problems.append(f"output kind {b.output_kind!r} (expected one of {OUTPUT_KINDS})")
+    if b.temperature <= 0:
+        problems.append(f"temperature {b.temperature} (must be > 0)")
+    try:
+        b.eval_hop_frames
+    except ValueError as exc:
+        problems.append(f"eval_hop_s: {exc}")
+    if problems:
+        raise BundleError(f"{where}: inconsistent {META_FILE}: " + "; ".join(problems))
+
+
+def write_bundle(
+    out_dir: str | Path,
+    tflite: bytes,
+    *,
+    name: str,
+    labels: list[str] | tuple[str, ...],
+    features: FeatureParams,
+    eval_hop_s: float = 1.0,
+    output_kind: str = "probabilities",
+    temperature: float = 1.0,
+    license: str = "",
+    conversion: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> Bundle:
+    """Write model.tflite + model.json; tensor specs are read from the model itself, then verified.
+
+    Writes into a temporary sibling directory and renames it into place, so a crash never leaves
+    a half-written bundle where the daemon looks.
+    """
+    from .interpreter import TFLiteModel  # the wrapper the daemon uses reads the tensor specs
+
+    out_dir = Path(out_dir)
+    model = TFLiteModel(tflite)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / MODEL_FILE).write_bytes(tflite)
+    bundle = Bundle(
+        path=out_dir,
+        name=name,
+        labels=tuple(labels),
+        features=features,
+        eval_hop_s=eval_hop_s,
+        input=model.input_spec,
+        output=model.output_spec,
+        output_kind=output_kind,
+        temperature=temperature,
+        tflite_sha256=hashlib.sha256(tflite).hexdigest(),
+        info={
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "moodmic_version": __version__,
+            "license": license,
+            "conversion": conversion or {},
+            "training": training or {},
+        },
+    )
+    _check_consistent(bundle, INPUT_LAYOUT, f"model bundle {out_dir}")
+    (tmp / META_FILE).write_text(json.dumps(bundle.to_json(), indent=2) + "\n", encoding="utf-8")
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        if old.exists():
+            _rmtree(old)
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        _rmtree(old)
+    else:
+        tmp.rename(out_dir)
+    return load_bundle(out_dir)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path)

@@ -1,0 +1,46 @@
+"""The project's errors and exit codes, in one place.
+
+Every error a user can cause carries its exit code and a one-line message that names the
+problem and the fix; the CLI prints the message and exits with the code (sysexits.h values).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad command line
+EXIT_DATAERR = 65  # bad input data (audio that is empty, corrupt, silent, ...)
+EXIT_NOINPUT = 66  # an input file that does not exist
+EXIT_TEMPFAIL = 75  # a temporary fault worth retrying (e.g. a dead microphone)
+EXIT_CONFIG = 78  # bad configuration, credentials or model bundle
+
+
+class MoodmicError(Exception):
+    """Base of every error the project raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(MoodmicError):
+    exit_code = EXIT_USAGE
+
+
+class BadAudioError(MoodmicError):
+    """Audio that cannot be used: empty, truncated, not audio, silent, NaN/inf, too long."""
+
+    exit_code = EXIT_DATAERR
+
+
+class MissingInputError(MoodmicError):
+    exit_code = EXIT_NOINPUT
+
+
+class TemporaryFault(MoodmicError):
+    exit_code = EXIT_TEMPFAIL
+
+
+class ConfigError(MoodmicError):
+    exit_code = EXIT_CONFIG
+
+
+class BundleError(ConfigError):
+    """A model bundle that is missing, corrupt or that this runtime cannot honour."""

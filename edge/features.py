@@ -1,0 +1,272 @@
+"""The one log-mel frontend, shared by trainer, converter, daemon and web page.
+
+It is defined on a stream: frame i covers samples [i*hop, i*hop + n_fft) of the audio stream
+(`center=False`), each frame becomes 128 log-mel values with an absolute dB floor, and a model
+window is `n_frames` consecutive frames. Because nothing depends on where a window starts, the
+device computes only the new frames at each hop, and a file gives exactly the windows a device
+listening to it would give. It matches librosa's `melspectrogram` + `power_to_db(ref=1, top_db=None)`
+clamped at the floor (a test proves it) without importing librosa.
+
+Each frame also carries its mean square (unwindowed), so a window's loudness (`rms_dbfs`) is
+the mean of its frames' mean squares: the same in batch and stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError
+
+FEATURE_VERSION = 1
+RMS_FLOOR_DBFS = -120.0  # reported for exact digital silence instead of -inf
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Every parameter of the frontend; all of them travel in the model bundle."""
+
+    feature_version: int = FEATURE_VERSION
+    sample_rate: int = 16000  # hertz, mono
+    n_fft: int = 1024  # samples per frame (64 ms); the Hann window spans the whole frame
+    hop_length: int = 320  # samples between frames (20 ms); divides every daemon hop of 20 ms steps
+    window: str = "hann"  # periodic Hann, as librosa/scipy `get_window("hann", n, fftbins=True)`
+    n_mels: int = 128
+    fmin: float = 0.0  # hertz
+    fmax: float = 8000.0  # hertz
+    mel_scale: str = "slaney"  # librosa's default (htk=False), with Slaney area normalisation
+    ref_power: float = 1.0  # 0 dB = mel power 1.0 (a full-scale sine reaches about +42 dB)
+    amin: float = 1e-10
+    floor_db: float = -80.0  # absolute floor: 16-bit quantisation noise sits at about -79 dB
+    n_frames: int = 130  # frames per model window (2.644 s at the defaults)
+
+    @property
+    def window_samples(self) -> int:
+        """Samples spanned by one model window."""
+        return (self.n_frames - 1) * self.hop_length + self.n_fft
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_samples / self.sample_rate
+
+    def hop_frames(self, hop_seconds: float) -> int:
+        """Frames per decision hop; the hop must be a whole number of frames."""
+        frames = hop_seconds * self.sample_rate / self.hop_length
+        if frames < 1 or abs(frames - round(frames)) > 1e-6:
+            step = self.hop_length / self.sample_rate
+            raise ValueError(
+                f"hop of {hop_seconds} s is not a whole number of {step * 1000:g} ms frames; "
+                f"use a multiple of {step:g} s"
+            )
+        return int(round(frames))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FeatureParams":
+        """Parse the bundle's `features` block; refuse what this frontend cannot compute."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        missing = sorted(known - set(data))
+        if unknown or missing:
+            raise BundleError(
+                f"feature parameters {unknown or missing} are "
+                f"{'unknown to' if unknown else 'missing for'} this frontend; "
+                "upgrade moodmic or re-convert the model"
+            )
+        params = cls(**data)
+        params.check_supported()
+        return params
+
+    def check_supported(self) -> None:
+        """Raise BundleError unless this frontend computes exactly these features."""
+        problems = []
+        if self.feature_version != FEATURE_VERSION:
+            problems.append(f"feature_version {self.feature_version} (this frontend: {FEATURE_VERSION})")
+        if self.window != "hann":
+            problems.append(f"window {self.window!r} (only 'hann')")
+        if self.mel_scale != "slaney":
+            problems.append(f"mel_scale {self.mel_scale!r} (only 'slaney')")
+        if not (0 <= self.fmin < self.fmax <= self.sample_rate / 2):
+            problems.append(f"fmin/fmax {self.fmin}/{self.fmax} outside 0..{self.sample_rate / 2}")
+        if not (0 < self.hop_length <= self.n_fft) or self.n_mels < 1 or self.n_frames < 1:
+            problems.append("hop_length/n_fft/n_mels/n_frames out of range")
+        if problems:
+            raise BundleError(
+                "the model's features cannot be computed by this moodmic: "
+                + "; ".join(problems)
+                + "; upgrade moodmic or re-convert the model"
+            )
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz, logarithmic above (librosa htk=False)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    mel = hz / (200.0 / 3)
+    log_part = hz >= 1000.0
+    mel[log_part] = 15.0 + np.log(hz[log_part] / 1000.0) / (np.log(6.4) / 27.0)
+    return mel
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    hz = mel * (200.0 / 3)
+    log_part = mel >= 15.0
+    hz[log_part] = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel[log_part] - 15.0))
+    return hz
+
+
+def mel_filterbank(p: FeatureParams) -> np.ndarray:
+    """(n_mels, n_fft//2+1) triangular filters with Slaney area normalisation, as librosa builds them."""
+    fft_hz = np.fft.rfftfreq(p.n_fft, 1.0 / p.sample_rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array([p.fmin]))[0], _hz_to_mel(np.array([p.fmax]))[0], p.n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+class Frontend:
+    """Turns samples into log-mel frames; holds the precomputed window and filterbank."""
+
+    def __init__(self, params: FeatureParams):
+        params.check_supported()
+        self.params = params
+        n = np.arange(params.n_fft)
+        self._window = (0.5 - 0.5 * np.cos(2 * np.pi * n / params.n_fft)).astype(np.float32)
+        self._mel_t = np.ascontiguousarray(mel_filterbank(params).T)  # (bins, mels) for frames @ mel_t
+        self._offset_db = 10.0 * np.log10(max(params.amin, params.ref_power))
+
+    def n_frames_for(self, n_samples: int) -> int:
+        p = self.params
+        return 0 if n_samples < p.n_fft else (n_samples - p.n_fft) // p.hop_length + 1
+
+    def frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """All complete frames of `audio`: (log-mel (T, n_mels) float32, mean square (T,) float32)."""
+        p = self.params
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        count = self.n_frames_for(len(audio))
+        if count == 0:
+            return np.empty((0, p.n_mels), np.float32), np.empty((0,), np.float32)
+        framed = np.lib.stride_tricks.as_strided(
+            audio, shape=(count, p.n_fft), strides=(audio.strides[0] * p.hop_length, audio.strides[0]), writeable=False
+        )
+        spectrum = np.fft.rfft(framed * self._window, axis=1)
+        power = spectrum.real**2 + spectrum.imag**2
+        # One product per frame (a stack of 1-row matmuls), so a frame's value never depends on
+        # how many frames are computed together: batch and stream stay bit-identical.
+        mel = np.matmul(power[:, None, :], self._mel_t)[:, 0, :]
+        log_mel = 10.0 * np.log10(np.maximum(mel, p.amin)) - self._offset_db
+        np.maximum(log_mel, p.floor_db, out=log_mel)
+        mean_square = np.einsum("ij,ij->i", framed, framed, dtype=np.float64) / p.n_fft
+        return log_mel.astype(np.float32, copy=False), mean_square.astype(np.float32)
+
+
+def rms_dbfs(mean_square: np.ndarray | float) -> float:
+    """Loudness of frames in dBFS (a full-scale square wave is 0 dBFS, a full-scale sine -3 dBFS)."""
+    ms = float(np.mean(mean_square))
+    return RMS_FLOOR_DBFS if ms <= 10 ** (RMS_FLOOR_DBFS / 10) else float(10.0 * np.log10(ms))
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input: `n_frames` consecutive frames of the stream."""
+
+    index: int  # window number in the stream (0, 1, ...)
+    start_frame: int  # first frame of the window
+    features: np.ndarray  # (n_frames, n_mels) float32, time first: the model's input orientation
+    rms_dbfs: float
+    start_s: float
+    end_s: float
+
+
+class FeatureStream:
+    """Streaming frontend: push samples in chunks of any size, get each window once it is complete.
+
+    Only the frames that the new samples complete are computed. Windows start every `hop_frames`
+    frames from the first sample pushed, so the result never depends on the chunk size.
+    """
+
+    def __init__(self, frontend: Frontend, hop_frames: int):
+        if hop_frames < 1:
+            raise ValueError("hop_frames must be >= 1")
+        self.frontend = frontend
+        self.hop_frames = hop_frames
+        p = frontend.params
+        self._pending = np.empty(0, np.float32)  # samples not yet consumed by a complete frame
+        self._mels = np.empty((0, p.n_mels), np.float32)  # the last frames still needed by a window
+        self._ms = np.empty(0, np.float32)
+        self._first_kept = 0  # stream index of _mels[0]
+        self._next_window = 0
+
+    @property
+    def frames_seen(self) -> int:
+        return self._first_kept + len(self._mels)
+
+    def push(self, samples: np.ndarray) -> list[Window]:
+        p = self.frontend.params
+        buf = np.concatenate([self._pending, np.asarray(samples, np.float32).reshape(-1)])
+        count = self.frontend.n_frames_for(len(buf))
+        if count == 0:
+            self._pending = buf
+            return []
+        mels, ms = self.frontend.frames(buf[: (count - 1) * p.hop_length + p.n_fft])
+        self._pending = buf[count * p.hop_length :]
+        self._mels = np.concatenate([self._mels, mels])
+        self._ms = np.concatenate([self._ms, ms])
+        out = []
+        while True:
+            start = self._next_window * self.hop_frames
+            if start + p.n_frames > self.frames_seen:
+                break
+            out.append(_make_window(p, self._next_window, start, self._mels[start - self._first_kept :][: p.n_frames],
+                                    self._ms[start - self._first_kept :][: p.n_frames]))
+            self._next_window += 1
+        # Drop frames that no future window needs.
+        keep_from = self._next_window * self.hop_frames
+        drop = min(max(0, keep_from - self._first_kept), len(self._mels))
+        if drop:
+            self._mels = self._mels[drop:]
+            self._ms = self._ms[drop:]
+            self._first_kept += drop
+        return out
+
+
+def _make_window(p: FeatureParams, index: int, start: int, mels: np.ndarray, ms: np.ndarray) -> Window:
+    start_s = start * p.hop_length / p.sample_rate
+    return Window(
+        index=index,
+        start_frame=start,
+        features=np.array(mels, dtype=np.float32, copy=True),
+        rms_dbfs=rms_dbfs(ms),
+        start_s=start_s,
+        end_s=start_s + p.window_seconds,
+    )
+
+
+def file_windows(frontend: Frontend, audio: np.ndarray, hop_frames: int) -> list[Window]:
+    """The windows of a whole clip, exactly as a device listening to it would take them.
+
+    A clip shorter than one window is padded once with digital silence (which the frontend
+    maps to the floor), so every clip gives at least one window.
+    """
+    p = frontend.params
+    audio = np.asarray(audio, np.float32)
+    if len(audio) < p.window_samples:
+        audio = np.concatenate([audio, np.zeros(p.window_samples - len(audio), np.float32)])
+    mels, ms = frontend.frames(audio)
+    starts = range(0, len(mels) - p.n_frames + 1, hop_frames)
+    return [_make_window(p, i, s, mels[s : s + p.n_frames], ms[s : s + p.n_frames]) for i, s in enumerate(starts)]
+
+
+def stack(windows: list[Window]) -> np.ndarray:
+    """(N, n_frames, n_mels) float32 model input for a list of windows."""
+    if not windows:
+        raise ValueError("no windows")
+    return np.stack([w.features for w in windows])

@@ -1,0 +1,82 @@
+"""The one wrapper around the TFLite interpreter, used by the daemon, predict, the page and the converter.
+
+Runtime preference: ai-edge-litert (maintained, wheels for x86-64 and aarch64), then the deprecated
+tflite-runtime, then TensorFlow's `tf.lite` as a lazy last resort (never imported otherwise).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bundle import TensorSpec
+from .errors import BundleError, ConfigError
+
+_RUNTIMES = (
+    ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "tflite-runtime"),
+    ("tensorflow.lite", "tensorflow"),
+)
+
+
+def _interpreter_class() -> tuple[Any, str]:
+    for module_name, dist in _RUNTIMES:
+        try:
+            return importlib.import_module(module_name).Interpreter, dist
+        except ImportError:
+            continue
+    raise ConfigError("no TFLite runtime is installed; run: pip install ai-edge-litert (or 'moodmic[edge]')")
+
+
+def _spec(detail: dict[str, Any]) -> TensorSpec:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorSpec(tuple(int(n) for n in detail["shape"]), np.dtype(detail["dtype"]).name, float(scale), int(zero_point))
+
+
+def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Real values to the tensor's dtype: round, then clip to the integer range."""
+    if not spec.quantized:
+        return x.astype(spec.dtype, copy=False)
+    info = np.iinfo(spec.dtype)
+    q = np.rint(x / spec.scale + spec.zero_point)
+    return np.clip(q, info.min, info.max).astype(spec.dtype)
+
+
+def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if not spec.quantized:
+        return q.astype(np.float32, copy=False)
+    return ((q.astype(np.float32) - spec.zero_point) * spec.scale).astype(np.float32)
+
+
+class TFLiteModel:
+    """A single-input, single-output .tflite model run one batch-1 example at a time."""
+
+    def __init__(self, model: bytes | str | Path, threads: int = 1):
+        cls, self.runtime = _interpreter_class()
+        content = Path(model).read_bytes() if isinstance(model, (str, Path)) else model
+        try:
+            self._interp = cls(model_content=content, num_threads=threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise BundleError(f"the TFLite model cannot be loaded ({exc}); re-copy or re-convert it") from exc
+        inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BundleError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; moodmic needs 1 and 1")
+        self._in_index, self._out_index = inputs[0]["index"], outputs[0]["index"]
+        self.input_spec, self.output_spec = _spec(inputs[0]), _spec(outputs[0])
+
+    def invoke(self, example: np.ndarray) -> np.ndarray:
+        """One example (without the batch axis) -> real-valued output (without the batch axis)."""
+        self._interp.set_tensor(self._in_index, quantize(example[None], self.input_spec))
+        # Fused LSTMs keep their state between invokes: without a reset, every window after the
+        # first would be computed from the previous window's state.
+        self._interp.reset_all_variables()
+        self._interp.invoke()
+        return dequantize(self._interp.get_tensor(self._out_index)[0], self.output_spec)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """(N, ...) examples -> (N, outputs) float32."""
+        return np.stack([self.invoke(x) for x in batch]) if len(batch) else np.empty((0,) + self.output_spec.shape[1:], np.float32)

@@ -1,0 +1,69 @@
+"""The project's result schema: field names used by `predict`, the daemon's MQTT messages and the page.
+
+Defined once here; everything that emits a result builds it from these classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PROB_DECIMALS = 4  # probabilities and confidences in JSON
+TIME_DECIMALS = 3  # seconds
+DB_DECIMALS = 1  # dBFS
+
+
+def _probs(labels: tuple[str, ...], values) -> dict[str, float]:
+    return {label: round(float(v), PROB_DECIMALS) for label, v in zip(labels, values)}
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """The model's answer for one window of audio."""
+
+    start_s: float  # window start, seconds from the start of the audio
+    end_s: float
+    label: str
+    confidence: float  # probability of `label`
+    probabilities: dict[str, float]  # every label, in the model's output order
+    rms_dbfs: float  # loudness of the window
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start_s": round(self.start_s, TIME_DECIMALS),
+            "end_s": round(self.end_s, TIME_DECIMALS),
+            "label": self.label,
+            "confidence": round(self.confidence, PROB_DECIMALS),
+            "probabilities": self.probabilities,
+            "rms_dbfs": round(self.rms_dbfs, DB_DECIMALS),
+        }
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """Whole-file prediction: the mean of the window probabilities (edge.predict)."""
+
+    path: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    windows: int  # how many windows were averaged
+    per_window: tuple[WindowResult, ...] = ()
+
+    def to_dict(self, with_windows: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "path": self.path,
+            "label": self.label,
+            "confidence": round(self.confidence, PROB_DECIMALS),
+            "probabilities": self.probabilities,
+            "windows": self.windows,
+        }
+        if with_windows:
+            out["per_window"] = [w.to_dict() for w in self.per_window]
+        return out
+
+
+def labelled(labels: tuple[str, ...], probabilities) -> tuple[str, float, dict[str, float]]:
+    """(label, confidence, {label: p}) for one probability vector."""
+    best = max(range(len(labels)), key=lambda i: probabilities[i])
+    return labels[best], float(probabilities[best]), _probs(labels, probabilities)
