@@ -139,7 +139,7 @@ class Frontend:
         params.check_supported()
         self.params = params
         n = np.arange(params.n_fft)
-        self._window = (0.5 - 0.5 * np.cos(2 * np.pi * n / params.n_fft)).astype(np.float32)
+        self._window = 0.5 - 0.5 * np.cos(2 * np.pi * n / params.n_fft)  # float64: see frames()
         self._mel_t = np.ascontiguousarray(mel_filterbank(params).T)  # (bins, mels) for frames @ mel_t
         self._offset_db = 10.0 * np.log10(max(params.amin, params.ref_power))
 
@@ -157,8 +157,10 @@ class Frontend:
         framed = np.lib.stride_tricks.as_strided(
             audio, shape=(count, p.n_fft), strides=(audio.strides[0] * p.hop_length, audio.strides[0]), writeable=False
         )
+        # The FFT runs in float64: in float32 its rounding shows as ~3e-3 dB on the weak bins of
+        # pure tones; float64 matches librosa within 1e-5 dB and costs nothing noticeable.
         spectrum = np.fft.rfft(framed * self._window, axis=1)
-        power = spectrum.real**2 + spectrum.imag**2
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
         # One product per frame (a stack of 1-row matmuls), so a frame's value never depends on
         # how many frames are computed together: batch and stream stay bit-identical.
         mel = np.matmul(power[:, None, :], self._mel_t)[:, 0, :]

@@ -1,0 +1,201 @@
+"""Settings: one frozen dataclass per subsystem; the defaults live here and nowhere else.
+
+`config.yaml` at the repository root documents every key and states exactly these defaults (a test
+checks it). Lookup order: `--config FILE` > `$MOODMIC_CONFIG` > /etc/moodmic/config.yaml > defaults.
+An unknown key, a wrong type or an out-of-range value is a one-line ConfigError naming the key.
+Window length and every feature parameter come from the model bundle only: the config decides how
+often to decide (the hop), never what a window is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/moodmic/config.yaml")
+ENV_CONFIG = "MOODMIC_CONFIG"
+
+
+def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
+         choices: tuple[Any, ...] | None = None) -> Any:
+    """A settings field with its documentation and the range a loader enforces."""
+    return field(default=default, metadata={"doc": doc, "min": min, "max": max, "choices": choices})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: str = _opt("", "model bundle directory; empty = the model shipped with moodmic")
+    threads: int = _opt(1, "interpreter threads (1 leaves the Pi's other cores to other services)", min=1, max=16)
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    source: str = _opt("mic", "'mic' (a sound card) or 'file:PATH' (replay a recording)")
+    device: str = _opt("", "input device name (substring) or index; empty = the system default")
+    capture_rate: int = _opt(0, "capture rate in hertz; 0 = the device's default (resampled to the model's)",
+                             min=0, max=384000)
+    block_seconds: float = _opt(0.1, "capture block length in seconds", min=0.01, max=1.0)
+    queue_seconds: float = _opt(10.0, "capture queue bound in seconds of audio; blocks beyond it count as overruns",
+                                min=1.0, max=600.0)
+    max_file_seconds: float = _opt(600.0, "longest audio file `predict` and the page accept, seconds",
+                                   min=1.0, max=86400.0)
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    hop_seconds: float = _opt(1.0, "decide every this many seconds (a multiple of the model's 20 ms frame hop)",
+                              min=0.02, max=60.0)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    enabled: bool = _opt(True, "skip windows without speech instead of classifying them")
+    min_rms_dbfs: float = _opt(-55.0, "windows quieter than this (dBFS) are not classified", min=-120.0, max=0.0)
+    vad: bool = _opt(True, "also require voice activity, so music or a vacuum cleaner is not given an emotion")
+    silence_after: int = _opt(3, "consecutive gated windows after which the state becomes 'silence'", min=1, max=3600)
+
+
+@dataclass(frozen=True)
+class SmoothingSettings:
+    method: str = _opt("ema", "how window probabilities are smoothed", choices=("ema", "mean"))
+    windows: int = _opt(3, "windows averaged (mean) or the EMA's span", min=1, max=100)
+    min_confidence: float = _opt(0.4, "a new label needs at least this smoothed probability", min=0.0, max=1.0)
+    hysteresis: float = _opt(0.1, "and must beat the current label's probability by this margin", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    enabled: bool = _opt(True, "publish over MQTT; false = print results to stdout only")
+    host: str = _opt("localhost", "broker host name or address")
+    port: int = _opt(1883, "broker port (8883 is usual with TLS)", min=1, max=65535)
+    device_id: str = _opt("", "topic and Home Assistant id of this device; empty = the host name")
+    base_topic: str = _opt("moodmic", "topics are <base_topic>/<device_id>/...")
+    discovery: bool = _opt(True, "announce entities with Home Assistant MQTT discovery")
+    discovery_prefix: str = _opt("homeassistant", "Home Assistant's discovery prefix")
+    username: str = _opt("", "broker user name; empty = anonymous")
+    password_file: str = _opt("", "file holding the broker password (or set $MOODMIC_MQTT_PASSWORD)")
+    tls: bool = _opt(False, "connect with TLS (certificates are verified)")
+    ca_certs: str = _opt("", "CA bundle for TLS; empty = the system's")
+    qos: int = _opt(1, "QoS of state and event messages", choices=(0, 1))
+    keepalive: int = _opt(60, "MQTT keepalive in seconds", min=5, max=3600)
+    state_interval: float = _opt(60.0, "re-publish the unchanged state every this many seconds", min=1.0, max=86400.0)
+    health_interval: float = _opt(60.0, "publish health counters every this many seconds", min=1.0, max=86400.0)
+    queue_size: int = _opt(1000, "messages kept while the broker is unreachable; older ones are dropped and counted",
+                           min=1, max=1000000)
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    windows: WindowSettings = field(default_factory=WindowSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+    smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+
+def _type_name(tp: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(key: str, tp: Any, value: Any, meta: dict[str, Any]) -> Any:
+    ok = (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+    if not ok:
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if tp is float:
+        value = float(value)
+    choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{key}: {value!r} is out of range {lo}..{hi}")
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'the config'}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+            raise ConfigError(f"{full}: unknown key{hint}")
+        tp = hints[key]
+        if is_dataclass(tp):
+            kwargs[key] = _build(tp, value, full + ".")
+        else:
+            kwargs[key] = _convert(full, tp, value, known[key].metadata)
+    return cls(**kwargs)
+
+
+def settings_from_dict(data: Any) -> Settings:
+    return _build(Settings, data, "")
+
+
+def find_config(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The config file to read, by the lookup order; None = built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+
+
+def load_settings(explicit: str | os.PathLike | None = None) -> Settings:
+    path = find_config(explicit)
+    if path is None:
+        return Settings()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; fix --config or ${ENV_CONFIG}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}: not valid YAML{where}; fix the syntax") from exc
+    try:
+        return settings_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def iter_fields(cls: type = Settings, prefix: str = "") -> typing.Iterator[tuple[str, Any, str]]:
+    """(dotted key, default, doc) for every leaf setting: used to check config.yaml documents them all."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            yield from iter_fields(tp, f"{prefix}{f.name}.")
+        else:
+            default = f.default if f.default is not MISSING else None
+            yield f"{prefix}{f.name}", default, f.metadata.get("doc", "")

@@ -1,0 +1,100 @@
+"""`moodmic` as a user runs it: version, help, predict's JSON lines, and edge without TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import REPO, SR, TINY_FLOAT, TINY_INT8, run_moodmic, speechlike, write
+from edge import __version__
+from edge.model import EmotionModel
+from edge.predict import predict_audio, predict_file
+
+
+def test_version_and_help():
+    proc = run_moodmic("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"moodmic {__version__}"
+    proc = run_moodmic("--help")
+    assert proc.returncode == 0 and "predict" in proc.stdout
+    proc = run_moodmic("predict")  # no file: a usage error
+    assert proc.returncode == 2 and "FILE" in proc.stderr
+
+
+def test_predict_prints_one_json_line_per_file_in_the_result_schema(tmp_path):
+    a = write(tmp_path / "a.wav", speechlike(4.0, seed=1))
+    b = write(tmp_path / "b.flac", speechlike(1.5, seed=2))
+    proc = run_moodmic("predict", "--model", str(TINY_INT8), str(a), str(b))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["path"] for r in lines] == [str(a), str(b)]
+    labels = list(EmotionModel.load(TINY_INT8).labels)
+    for r in lines:
+        assert list(r) == ["path", "label", "confidence", "probabilities", "windows"]
+        assert list(r["probabilities"]) == labels
+        assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+        assert r["confidence"] == r["probabilities"][r["label"]]
+    assert [r["windows"] for r in lines] == [2, 1]  # 4 s: windows at 0 and 1 s; 1.5 s: padded once
+
+
+def test_predict_windows_lists_every_window_and_averages_them(tmp_path):
+    wav = write(tmp_path / "a.wav", speechlike(5.0, seed=3))
+    proc = run_moodmic("predict", "--windows", "--model", str(TINY_FLOAT), str(wav))
+    result = json.loads(proc.stdout)
+    per = result["per_window"]
+    assert len(per) == result["windows"] == 3
+    assert [w["start_s"] for w in per] == [0.0, 1.0, 2.0] and per[0]["end_s"] == 2.644
+    assert set(per[0]) == {"start_s", "end_s", "label", "confidence", "probabilities", "rms_dbfs"}
+    assert -30 < per[0]["rms_dbfs"] < -5
+    mean = {k: np.mean([w["probabilities"][k] for w in per]) for k in result["probabilities"]}
+    for k, v in result["probabilities"].items():
+        assert abs(mean[k] - v) < 2e-4
+
+
+def test_cli_equals_the_one_whole_file_function(tmp_path):
+    wav = write(tmp_path / "a.wav", speechlike(6.0, seed=4), 48000)  # resampled on the way in
+    proc = run_moodmic("predict", "--model", str(TINY_INT8), str(wav))
+    model = EmotionModel.load(TINY_INT8)
+    direct = predict_file(model, wav).to_dict()
+    assert json.loads(proc.stdout) == direct
+    from edge.audio import load_audio
+
+    audio = load_audio(wav, SR)
+    again = predict_audio(audio, model.frontend, model.bundle.eval_hop_frames, model.probabilities, model.labels, str(wav))
+    assert again.to_dict() == direct
+
+
+def test_real_ravdess_clip(ravdess):
+    clip = next((ravdess / "speech" / "Actor_01").glob("*.flac"))
+    proc = run_moodmic("predict", "--model", str(TINY_INT8), str(clip))
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["windows"] >= 1 and abs(sum(result["probabilities"].values()) - 1) < 0.02
+
+
+REFUSE_HEAVY = """
+import importlib, pkgutil, sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"tensorflow", "librosa", "tf_keras", "keras", "keras_self_attention"}:
+            raise ImportError("edge must not import " + name)
+sys.meta_path.insert(0, Refuse())
+import edge
+for info in pkgutil.walk_packages(edge.__path__, "edge."):
+    importlib.import_module(info.name)
+from edge.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"tensorflow", "librosa", "tf_keras", "keras"})
+print("HEAVY", heavy, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_edge_runs_without_tensorflow_or_librosa(tmp_path):
+    wav = write(tmp_path / "a.wav", speechlike(3.0))
+    proc = subprocess.run([sys.executable, "-c", REFUSE_HEAVY, "predict", "--model", str(TINY_INT8), str(wav)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stderr
+    assert json.loads(proc.stdout)["windows"] == 1
