@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2  # bad command line
 EXIT_DATAERR = 65  # bad input data (audio that is empty, corrupt, silent, ...)
 EXIT_NOINPUT = 66  # an input file that does not exist
+EXIT_SOFTWARE = 70  # a tool we drive failed (the TFLite converter crashed, a parity gate failed)
 EXIT_TEMPFAIL = 75  # a temporary fault worth retrying (e.g. a dead microphone)
 EXIT_CONFIG = 78  # bad configuration, credentials or model bundle
 
@@ -36,6 +37,12 @@ class MissingInputError(MoodmicError):
 
 class TemporaryFault(MoodmicError):
     exit_code = EXIT_TEMPFAIL
+
+
+class ConversionError(MoodmicError):
+    """The model could not be converted into a bundle worth shipping."""
+
+    exit_code = EXIT_SOFTWARE
 
 
 class ConfigError(MoodmicError):

@@ -252,17 +252,21 @@ def _make_window(p: FeatureParams, index: int, start: int, mels: np.ndarray, ms:
     )
 
 
-def file_windows(frontend: Frontend, audio: np.ndarray, hop_frames: int) -> list[Window]:
-    """The windows of a whole clip, exactly as a device listening to it would take them.
-
-    A clip shorter than one window is padded once with digital silence (which the frontend
-    maps to the floor), so every clip gives at least one window.
-    """
+def clip_frames(frontend: Frontend, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame of a clip (log-mel, mean square), a clip shorter than one window padded once with
+    digital silence (which the frontend maps to the floor). Any n_frames consecutive rows are a
+    window a device listening to the clip could take."""
     p = frontend.params
     audio = np.asarray(audio, np.float32)
     if len(audio) < p.window_samples:
         audio = np.concatenate([audio, np.zeros(p.window_samples - len(audio), np.float32)])
-    mels, ms = frontend.frames(audio)
+    return frontend.frames(audio)
+
+
+def file_windows(frontend: Frontend, audio: np.ndarray, hop_frames: int) -> list[Window]:
+    """The windows of a whole clip, exactly as a device listening to it would take them."""
+    p = frontend.params
+    mels, ms = clip_frames(frontend, audio)
     starts = range(0, len(mels) - p.n_frames + 1, hop_frames)
     return [_make_window(p, i, s, mels[s : s + p.n_frames], ms[s : s + p.n_frames]) for i, s in enumerate(starts)]
 

@@ -7,6 +7,7 @@ tflite-runtime, then TensorFlow's `tf.lite` as a lazy last resort (never importe
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import numpy as np
 
 from .bundle import TensorSpec
 from .errors import BundleError, ConfigError
+
+_LOG = logging.getLogger(__name__)
 
 _RUNTIMES = (
     ("ai_edge_litert.interpreter", "ai-edge-litert"),
@@ -56,6 +59,7 @@ class TFLiteModel:
 
     def __init__(self, model: bytes | str | Path, threads: int = 1):
         cls, self.runtime = _interpreter_class()
+        _LOG.info("TFLite runtime: %s, %d thread(s)", self.runtime, threads)
         content = Path(model).read_bytes() if isinstance(model, (str, Path)) else model
         try:
             self._interp = cls(model_content=content, num_threads=threads)

@@ -141,17 +141,25 @@ def test_interpreter_gives_probabilities_and_resets_lstm_state(bundle_dir):
     assert np.array_equal(model.probabilities(x[2:3])[0], probs[2])
 
 
-def test_without_reset_the_fused_lstm_would_leak_state():
-    """Proves the reset matters: the same window twice without a reset gives a different answer."""
+def test_lstm_state_is_reset_before_every_invoke_with_a_negative_control():
+    """A, B, A: with the wrapper's reset both A's agree; invoking without a reset, they do not."""
     tfl = TFLiteModel(TINY_FLOAT.joinpath(MODEL_FILE))
-    x = windows(3.0)[0]
-    first = tfl.invoke(x)
+    x = windows(6.0)
+    a, b = x[0], x[-1]
+    with_reset = [tfl.invoke(a), tfl.invoke(b), tfl.invoke(a)]
+    assert np.array_equal(with_reset[0], with_reset[2])
+
     interp = tfl._interp
-    interp.set_tensor(tfl._in_index, x[None])
-    interp.invoke()  # no reset: the LSTM starts from the previous state
-    leaked = interp.get_tensor(tfl._out_index)[0]
-    assert not np.allclose(first, leaked)
-    assert np.array_equal(tfl.invoke(x), first)
+
+    def invoke_without_reset(example):
+        interp.set_tensor(tfl._in_index, example[None])
+        interp.invoke()
+        return interp.get_tensor(tfl._out_index)[0].copy()
+
+    interp.reset_all_variables()
+    no_reset = [invoke_without_reset(a), invoke_without_reset(b), invoke_without_reset(a)]
+    assert np.array_equal(no_reset[0], with_reset[0])  # the same start state gives the same first answer
+    assert not np.allclose(no_reset[0], no_reset[2])  # then the LSTM carries B's state into A
 
 
 def test_logits_bundle_applies_softmax_with_temperature(tmp_path):
