@@ -1,0 +1,89 @@
+"""Waveform augmentation of training clips: time stretch, pitch shift, then white noise at an SNR.
+
+Applied to the waveform before features, so augmented windows go through the device's frontend
+like any other audio. Each training clip gets `copies` augmented copies whose values are drawn
+from the run seed and the clip's hash: the same copy in every fold of a cross-validation, and
+each one cached (cache.py) under a key naming its values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import version
+
+import numpy as np
+
+AUGMENT_VERSION = 1  # bump when apply() changes, so cached copies are recomputed
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    copies: int = 2  # augmented copies per training clip (0: no augmentation)
+    noise: bool = True  # add white noise
+    snr_db: tuple[float, float] = (15.0, 30.0)  # noise SNR range in decibels, against the clip's mean power
+    pitch_semitones: float = 2.0  # pitch shift drawn from +-this many semitones (0: off)
+    stretch: float = 0.1  # time-stretch rate drawn from 1 +- this (0: off)
+
+    @property
+    def enabled(self) -> bool:
+        return self.copies > 0 and (self.noise or self.pitch_semitones > 0 or self.stretch > 0)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The drawn values of one augmented copy."""
+
+    seed: int  # of the noise
+    snr_db: float | None  # None: no noise
+    semitones: float  # 0: no pitch shift
+    rate: float  # 1: no time stretch
+
+    def key(self) -> str:
+        """Names the copy in the feature cache: every value that changes its samples."""
+        snr = "none" if self.snr_db is None else f"{self.snr_db:.3f}"
+        return f"a{AUGMENT_VERSION}-{_librosa_version()}-n{snr}s{self.seed}-p{self.semitones:.4f}-r{self.rate:.4f}"
+
+    def describe(self) -> str:
+        parts = []
+        if self.rate != 1.0:
+            parts.append(f"stretch x{self.rate:.3f}")
+        if self.semitones:
+            parts.append(f"pitch {self.semitones:+.2f} st")
+        if self.snr_db is not None:
+            parts.append(f"noise {self.snr_db:.1f} dB SNR")
+        return ", ".join(parts) or "none"
+
+    def apply(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        import librosa  # heavy (about 2 s to import): only when a copy is not cached yet
+
+        y = np.asarray(audio, np.float32)
+        if self.rate != 1.0:
+            y = librosa.effects.time_stretch(y, rate=self.rate)
+        if self.semitones:
+            y = librosa.effects.pitch_shift(y, sr=sample_rate, n_steps=self.semitones, res_type="soxr_hq")
+        if self.snr_db is not None:
+            power = float(np.mean(np.square(y, dtype=np.float64)))
+            noise = np.random.default_rng(self.seed).standard_normal(len(y))
+            y = y + (np.sqrt(power / 10 ** (self.snr_db / 10)) * noise).astype(np.float32)
+        # A device never sees samples beyond full scale.
+        return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _librosa_version() -> str:
+    return "librosa" + version("librosa")
+
+
+def plan_copies(settings: AugmentSettings, seed: int, clip_sha256: str) -> list[Augmentation]:
+    """The augmented copies of one clip, drawn from the run seed and the clip's hash."""
+    if not settings.enabled:
+        return []
+    rng = np.random.default_rng([seed, int(clip_sha256[:12], 16)])
+    out = []
+    for _ in range(settings.copies):
+        snr = float(rng.uniform(*settings.snr_db)) if settings.noise else None
+        semitones = float(rng.uniform(-1, 1) * settings.pitch_semitones) if settings.pitch_semitones > 0 else 0.0
+        rate = float(1 + rng.uniform(-1, 1) * settings.stretch) if settings.stretch > 0 else 1.0
+        out.append(Augmentation(int(rng.integers(2**31)), snr, round(semitones, 4), round(rate, 4)))
+    return out

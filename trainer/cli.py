@@ -1,0 +1,140 @@
+"""moodmic-train: train a model on RAVDESS (or a manifest corpus), cross-validate it, or re-score one.
+
+    moodmic-train train [--data DIR] [--out RUN] [--split actor|stratified] [--fold K] [--arch seed] ...
+    moodmic-train train --resume --out RUN        continue a killed run from its last epoch
+    moodmic-train cv --out DIR [--fold K] ...     every fold (or fold K) as DIR/fold-K, plus a summary
+    moodmic-train evaluate RUN_OR_BUNDLE [--data DIR] [--out DIR]
+
+Settings options default to the dataclass defaults (trainer.run.RunSettings and the settings it
+holds); a resumed run keeps its saved settings, and an option given with --resume must agree.
+Errors print `moodmic-train: error: <message>` and exit with the code of edge.errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from edge.errors import MoodmicError, UsageError
+
+from .splits import KINDS
+from .settings import RunSettings, get_setting, settings_for_resume, with_setting
+
+PROG = "moodmic-train"
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "ravdess"
+DEFAULTS = RunSettings()
+
+
+def _actors(text: str) -> tuple[str, ...]:
+    return tuple(a.strip() for a in text.split(",") if a.strip())
+
+
+# (flag, settings path, argparse options, help); every default comes from RunSettings().
+_SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
+    ("--data", "data", {"metavar": "DIR_OR_CSV"},
+     f"RAVDESS-named folder or CSV manifest (path,label,speaker); default {DEFAULT_DATA} when it exists"),
+    ("--out", "out", {"metavar": "DIR"}, "run directory (cv: the folder of fold-K runs); default runs/<command>-<time>"),
+    ("--cache", "cache", {"metavar": "DIR"}, "feature cache folder; default ~/.cache/moodmic/features"),
+    ("--seed", "seed", {"type": int}, "seed of splits, augmentation, crops and weights"),
+    ("--arch", "arch", {}, "architecture in trainer.model.ARCHS: seed (the upstream's), cnn, tiny"),
+    ("--eval-hop", "eval_hop_s", {"type": float, "metavar": "SECONDS"}, "hop between windows when scoring whole files"),
+    ("--split", "split.kind", {"choices": KINDS}, "actor: speaker-independent; stratified: the seed's clip-level split"),
+    ("--folds", "split.folds", {"type": int}, "k: the test side is one fold of k"),
+    ("--fold", "split.fold", {"type": int, "metavar": "K"}, "the fold used as test side (cv: run only this fold)"),
+    ("--val-actors", "split.val_actors", {"type": int, "metavar": "N"}, "validation speakers, from the training side"),
+    ("--test-actors", "split.test_actors", {"type": _actors, "metavar": "A,B,..."}, "test speakers instead of fold K"),
+    ("--aug-copies", "augment.copies", {"type": int, "metavar": "N"}, "augmented copies per training clip (0: none)"),
+    ("--aug-noise", "augment.noise", {"action": argparse.BooleanOptionalAction}, "add white noise"),
+    ("--aug-snr-db", "augment.snr_db", {"type": float, "nargs": 2, "metavar": ("LOW", "HIGH")}, "noise SNR range (dB)"),
+    ("--aug-pitch", "augment.pitch_semitones", {"type": float, "metavar": "SEMITONES"}, "pitch shift range +- (0: off)"),
+    ("--aug-stretch", "augment.stretch", {"type": float, "metavar": "FRACTION"}, "time-stretch rate range 1 +- (0: off)"),
+    ("--epochs", "fit.epochs", {"type": int}, "most epochs; early stopping usually ends sooner"),
+    ("--batch-size", "fit.batch_size", {"type": int}, "windows per batch"),
+    ("--lr", "fit.learning_rate", {"type": float}, "Adam learning rate"),
+    ("--patience", "fit.patience", {"type": int}, "early stopping patience (epochs)"),
+    ("--crops", "fit.crops", {"type": int}, "random window crops per training row per epoch"),
+    ("--oversample", "fit.oversample", {"action": argparse.BooleanOptionalAction}, "oversample minority classes (training only)"),
+]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Train, cross-validate or re-score moodmic models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("train", "train one run and evaluate it"), ("cv", "cross-validation over folds, kept per fold")):
+        p = sub.add_parser(name, help=text, description=text)
+        for flag, path, options, help_text in _SETTINGS_FLAGS:
+            default = get_setting(DEFAULTS, path)
+            shown = f" (default {default})" if default not in ("", ()) else ""
+            p.add_argument(flag, dest=path, default=argparse.SUPPRESS, help=help_text + shown, **options)
+        if name == "train":
+            p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved epoch")
+    p = sub.add_parser("evaluate", help="score a run or a model bundle on a corpus")
+    p.add_argument("target", metavar="RUN_OR_BUNDLE", help="finished run directory or model bundle directory")
+    p.add_argument("--data", metavar="DIR_OR_CSV", help=f"RAVDESS-named folder or CSV manifest; default {DEFAULT_DATA}")
+    p.add_argument("--out", metavar="DIR", help="where to write the results (default: RUN/evaluations/<data>)")
+    return parser
+
+
+def _default_data() -> str:
+    if DEFAULT_DATA.is_dir():
+        return str(DEFAULT_DATA)
+    raise UsageError(f"--data is required (there is no {DEFAULT_DATA})")
+
+
+def _settings(args: argparse.Namespace) -> tuple[RunSettings, set[str]]:
+    given = {k: v for k, v in vars(args).items() if "." in k or k in RunSettings.__dataclass_fields__}
+    settings = DEFAULTS
+    for path, value in given.items():
+        if isinstance(get_setting(DEFAULTS, path), tuple):
+            value = tuple(value)
+        if path in ("data", "out", "cache"):
+            value = str(Path(value).expanduser().resolve())
+        settings = with_setting(settings, path, value)
+    return settings, set(given)
+
+
+def run(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "evaluate":
+        from .rescore import evaluate_target
+
+        evaluate_target(args.target, args.data or _default_data(), args.out)
+        return
+    settings, explicit = _settings(args)
+    resume = getattr(args, "resume", False)
+    if resume and "out" not in explicit:
+        raise UsageError("--resume needs --out RUN, the run to continue")
+    if resume:
+        settings = settings_for_resume(Path(settings.out), settings, explicit)
+    elif "data" not in explicit:
+        settings = with_setting(settings, "data", _default_data())
+    if "out" not in explicit:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        settings = with_setting(settings, "out", str(Path("runs", f"{args.command}-{stamp}").resolve()))
+    if args.command == "train":
+        from .run import train_run
+
+        train_run(settings, resume=resume, argv=argv)
+    else:
+        from .crossval import cv_run
+
+        cv_run(settings, explicit, argv=argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except MoodmicError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; continue the run with: {PROG} train --resume --out RUN", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""A run: its settings, its directory, and run.json, the converter's input.
+
+Layout of a run directory:
+
+    settings.json            the run's settings (what --resume continues with)
+    command.txt              every command line that worked on the run
+    manifest.csv             every clip of the corpus with its split ('' = duplicate, not used)
+    fit_items.csv            every item behind the arrays passed to fit() (trainer/data.py)
+    checkpoints/             last/ (model + state for --resume) and best-EEE.keras
+    history.csv              one row per epoch; training_curves.png
+    model.keras              the best model by validation loss (tf-keras; custom objects: trainer.model)
+    metrics.json             per-split actor lists, and metrics of the val and test splits
+    predictions.csv          every scored clip with its probabilities
+    classification_report.txt, confusion_matrix.png (test, counts + row-normalised), confusion_matrix_val.png
+    model_card.md
+    run.json                 written last: a run without it has not finished
+
+run.json (format_version 1):
+
+    format_version  1
+    name            the run directory's name
+    labels          class names in the order of the model's outputs
+    features        edge.features.FeatureParams.to_dict() (includes feature_version)
+    eval_hop_s      whole-file scoring hop in seconds (edge.predict); the bundle's eval_hop_s
+    input_layout    "time_mel": input (batch, n_frames, n_mels) in dB exactly as edge.features gives it;
+                    the model standardises it itself (first layer)
+    arch            architecture name in trainer.model.ARCHS
+    keras_model     "model.keras", relative to the run directory; `rebuild_model(run_dir, batch_size=1)`
+                    gives the converter its fixed-batch clone with the trained weights
+    parameters      parameter count
+    data            {path, source ("ravdess-names" | "manifest"), manifest, clips, duplicates_dropped,
+                    used: "manifest.csv"}
+    split           {kind ("actor" | "stratified"), fold, folds, seed, train|val|test: {actors, sex, clips}}
+    seed            the run's seed
+    settings        the full settings (as settings.json)
+    training        {epochs_run, best_epoch, stopped_early, seconds_per_epoch, train_items, rows_per_epoch,
+                    val_windows}
+    metrics         {val|test: {all|speech|song: {clips, accuracy, unweighted_accuracy, macro_f1,
+                    per_class_recall, confusion}}}, as in metrics.json
+    command         the command lines, oldest first
+    created_utc, moodmic_version
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge import __version__
+from edge.errors import ConfigError, MissingInputError, UsageError
+from edge.features import FeatureParams, Frontend
+
+from .cache import FeatureCache, default_cache_dir
+from .corpus import Corpus, load_corpus, write_manifest
+from .evaluate import HEADLINE, evaluate, score, write_predictions
+from .settings import SETTINGS_FILE, RunSettings
+from .splits import make_split
+
+FORMAT_VERSION = 1
+RUN_FILE = "run.json"
+KERAS_MODEL = "model.keras"
+INPUT_LAYOUT = "time_mel"
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise MissingInputError(f"{run_dir}: no {RUN_FILE}; give a finished run directory (or resume it with train --resume)")
+    run = json.loads(path.read_text(encoding="utf-8"))
+    if run.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(f"{path}: format_version {run.get('format_version')!r} is not {FORMAT_VERSION}; retrain or upgrade moodmic")
+    return run
+
+
+def rebuild_model(run_dir: str | Path, batch_size: int | None = 1):
+    """The run's trained model rebuilt with a fixed batch size (the converter's batch-1 clone)."""
+    from .model import build_model, load_keras_model
+
+    run = read_run(run_dir)
+    trained = load_keras_model(Path(run_dir) / run["keras_model"], compile=False)
+    clone = build_model(run["arch"], len(run["labels"]), FeatureParams.from_dict(run["features"]), batch_size)
+    clone.set_weights(trained.get_weights())
+    return clone
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _command(argv: list[str] | None) -> str:
+    return shlex.join(["moodmic-train", *(sys.argv[1:] if argv is None else argv)])
+
+
+def _start(settings: RunSettings, resume: bool, params: FeatureParams, argv: list[str] | None) -> Path:
+    run_dir = Path(settings.out)
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"{run_dir}: exists and is not empty; pass --resume to continue that run, or choose another --out")
+    if resume:
+        saved = json.loads((run_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
+        if saved["features"] != params.to_dict():
+            raise ConfigError(f"{run_dir}: was started with other feature parameters than this moodmic's; start a new run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / SETTINGS_FILE, {"settings": settings.to_dict(), "features": params.to_dict()})
+    with open(run_dir / "command.txt", "a", encoding="utf-8") as f:
+        f.write(_command(argv) + "\n")
+    return run_dir
+
+
+def _check_sides(corpus: Corpus, split) -> None:
+    for part in ("train", "val", "test"):
+        if not split.clips(corpus, part):
+            raise UsageError(f"the {part} split is empty; the corpus has too few speakers or clips for this split")
+    missing = sorted(set(corpus.labels) - {c.label for c in split.clips(corpus, "train")})
+    if missing:
+        print(f"warning: no training clips for {', '.join(missing)}", file=sys.stderr)
+
+
+def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | None = None) -> dict[str, Any]:
+    """Train, evaluate and write a complete run directory; returns run.json's content."""
+    from . import model as models  # imports TensorFlow
+
+    if settings.arch not in models.ARCHS:
+        raise UsageError(f"--arch {settings.arch!r} is unknown; use one of {', '.join(models.ARCHS)}")
+    params = FeatureParams()
+    run_dir = _start(settings, resume, params, argv)
+    if resume and (run_dir / RUN_FILE).is_file():
+        print(f"{run_dir}: already finished", file=sys.stderr)
+        return read_run(run_dir)
+
+    corpus = load_corpus(settings.data)
+    split = make_split(corpus, settings.split, settings.seed)
+    _check_sides(corpus, split)
+    manifest = io.StringIO()
+    write_manifest(manifest, corpus, split.part_of)
+    manifest_path = run_dir / "manifest.csv"
+    if resume and manifest_path.is_file() and manifest_path.read_text(encoding="utf-8") != manifest.getvalue():
+        raise ConfigError(f"{settings.data}: the corpus or its split changed since {run_dir} started; start a new run")
+    manifest_path.write_text(manifest.getvalue(), encoding="utf-8")
+
+    frontend = Frontend(params)
+    hop = params.hop_frames(settings.eval_hop_s)
+    labels = corpus.labels
+    train, val, test = (split.clips(corpus, p) for p in ("train", "val", "test"))
+    print(f"{len(corpus.usable)} clips, labels {', '.join(labels)}; split {settings.split.kind} fold {settings.split.fold}: "
+          + "; ".join(f"{p} {len(c)} clips" for p, c in (("train", train), ("val", val), ("test", test))), file=sys.stderr)
+
+    from .data import build_training_data
+    from .train import fit, load_state
+
+    cache = FeatureCache(settings.cache or default_cache_dir(), frontend)
+    data = build_training_data(train, val, labels, frontend, cache, settings.augment, hop, settings.seed,
+                               settings.fit.oversample, settings.fit.crops)
+    data.write_fit_items(run_dir / "fit_items.csv")
+
+    state = load_state(run_dir) if resume else None
+    model = None
+    if state is None:
+        models.keras.utils.set_random_seed(settings.seed)
+        model = models.build_model(settings.arch, len(labels), params)
+        model.get_layer(models.INPUT_NORM).adapt(data.crop_sample(2048, settings.seed))
+        models.compile_model(model, settings.fit.learning_rate, settings.fit.focal_gamma)
+    result = fit(model, data, settings.fit, run_dir, settings.seed, state)
+
+    best = models.load_keras_model(result.best_model, compile=False)
+    best.save(run_dir / KERAS_MODEL)
+    infer = models.batched_infer(best)
+    scored = {part: (clips, score(clips, frontend, hop, infer, labels, part)) for part, clips in (("val", val), ("test", test))}
+    metrics = {"labels": list(labels), "split": split.describe(corpus)}
+    metrics.update({part: evaluate(clips, results, labels) for part, (clips, results) in scored.items()})
+    _write_json(run_dir / "metrics.json", metrics)
+    write_predictions(run_dir / "predictions.csv", scored, labels)
+
+    from . import report
+
+    (run_dir / "classification_report.txt").write_text(report.classification_text(scored, labels), encoding="utf-8")
+    report.plot_confusion(metrics["test"]["all"]["confusion"], labels, run_dir / "confusion_matrix.png", "test")
+    report.plot_confusion(metrics["val"]["all"]["confusion"], labels, run_dir / "confusion_matrix_val.png", "validation")
+    report.plot_history(result.history, run_dir / "training_curves.png")
+
+    run = {
+        "format_version": FORMAT_VERSION,
+        "name": run_dir.name,
+        "labels": list(labels),
+        "features": params.to_dict(),
+        "eval_hop_s": settings.eval_hop_s,
+        "input_layout": INPUT_LAYOUT,
+        "arch": settings.arch,
+        "keras_model": KERAS_MODEL,
+        "parameters": int(best.count_params()),
+        "data": {**corpus.describe(), "used": "manifest.csv"},
+        "split": metrics["split"],
+        "seed": settings.seed,
+        "settings": settings.to_dict(),
+        "training": {
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "seconds_per_epoch": float(np.median([r["seconds"] for r in result.history])),
+            "train_items": len(data.items),
+            "rows_per_epoch": int(len(data.rows) * data.crops),
+            "val_windows": int(len(data.val_x)),
+        },
+        "metrics": {part: metrics[part] for part in ("val", "test")},
+        "command": (run_dir / "command.txt").read_text(encoding="utf-8").splitlines(),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "moodmic_version": __version__,
+    }
+    (run_dir / "model_card.md").write_text(report.model_card(run), encoding="utf-8")
+    _write_json(run_dir / RUN_FILE, run)
+    print(f"{run_dir}: test " + ", ".join(f"{k} {metrics['test']['all'][k]:.3f}" for k in HEADLINE), file=sys.stderr)
+    return run

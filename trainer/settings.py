@@ -1,0 +1,94 @@
+"""Every setting of a run, in frozen dataclasses: RunSettings holds the split, augmentation and fit settings.
+
+settings.json in a run directory holds them (`to_dict`), so `--resume` continues a run as it was
+started; the CLI's options address them by dotted path (e.g. `fit.epochs`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edge.errors import UsageError
+
+from .augment import AugmentSettings
+from .splits import SplitSettings
+
+SETTINGS_FILE = "settings.json"
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int = 60  # at most; early stopping usually ends sooner
+    batch_size: int = 32
+    learning_rate: float = 3e-4  # Adam
+    focal_gamma: float = 2.0
+    patience: int = 10  # early stopping: epochs without a better validation loss
+    lr_patience: int = 4  # ReduceLROnPlateau: epochs without a better validation loss
+    lr_factor: float = 0.5
+    min_lr: float = 1e-5
+    crops: int = 1  # random window crops per training row per epoch
+    oversample: bool = True  # repeat minority-class items (training split only)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    data: str = ""  # a RAVDESS-named folder or a CSV manifest
+    out: str = ""  # the run directory (cv: the folder holding fold-K/ runs)
+    seed: int = 0
+    arch: str = "seed"
+    eval_hop_s: float = 1.0  # seconds between windows when scoring whole files
+    cache: str = ""  # feature cache folder; "" = ~/.cache/moodmic/features
+    split: SplitSettings = field(default_factory=SplitSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    fit: FitSettings = field(default_factory=FitSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value, default = data[f.name], getattr(cls(), f.name)
+        if is_dataclass(default):
+            value = _from_dict(type(default), value)
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def get_setting(settings: RunSettings, path: str) -> Any:
+    """A setting by dotted path, e.g. 'fit.epochs'."""
+    value: Any = settings
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def with_setting(settings, path: str, value):
+    head, _, rest = path.partition(".")
+    return replace(settings, **{head: with_setting(getattr(settings, head), rest, value) if rest else value})
+
+
+def settings_for_resume(run_dir: Path, requested: RunSettings, explicit: set[str]) -> RunSettings:
+    """The saved settings of `run_dir`; an explicitly given setting must agree with them."""
+    path = run_dir / SETTINGS_FILE
+    if not path.is_file():
+        raise UsageError(f"{run_dir}: no {SETTINGS_FILE}, so there is no run to resume; drop --resume to start one")
+    saved = RunSettings.from_dict(json.loads(path.read_text(encoding="utf-8"))["settings"])
+    free = {"out", "cache"}  # where things are, not what is trained
+    conflicts = [p for p in sorted(explicit - free) if get_setting(requested, p) != get_setting(saved, p)]
+    if conflicts:
+        detail = "; ".join(f"{p}: saved {get_setting(saved, p)!r}, given {get_setting(requested, p)!r}" for p in conflicts)
+        raise UsageError(f"{run_dir}: a resumed run keeps its settings ({detail}); drop those options or start a new run")
+    return replace(saved, out=requested.out, cache=requested.cache if "cache" in explicit else saved.cache)
