@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import load_audio
-from edge.features import Frontend
+from edge.features import Frontend, clip_frames
 
 from .augment import Augmentation
 from .corpus import Clip
@@ -26,19 +26,6 @@ from .corpus import Clip
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "moodmic" / "features"
-
-
-def clip_frames(frontend: Frontend, audio: np.ndarray) -> np.ndarray:
-    """Every frame of a clip, (T, n_mels), padded as edge.features.file_windows pads a short clip.
-
-    Any n_frames consecutive rows are a window a device listening to the clip could take (a test
-    checks this against file_windows), so random crops of these frames are device windows.
-    """
-    p = frontend.params
-    audio = np.asarray(audio, np.float32)
-    if len(audio) < p.window_samples:
-        audio = np.concatenate([audio, np.zeros(p.window_samples - len(audio), np.float32)])
-    return frontend.frames(audio)[0]
 
 
 def frontend_key(frontend: Frontend) -> str:
@@ -75,7 +62,7 @@ class FeatureCache:
         audio = load_audio(clip.path, rate)
         if aug is not None:
             audio = aug.apply(audio, rate)
-        frames = clip_frames(self.frontend, audio)
+        frames = clip_frames(self.frontend, audio)[0]  # any n_frames consecutive rows are a device window
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as f:

@@ -12,12 +12,14 @@ converter's batch-1 clone).
 - `cnn`: a small BatchNorm CNN (~0.2 M parameters), the kind that did better than the seed on
   unseen actors (DESIGN.md).
 - `tiny`: a ~12 k-parameter CNN for tests and smoke runs.
+- `tiny_lstm`: the seed's op mix at toy size, so converter tests meet the seed's fused LSTM graph.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 import tensorflow as tf  # noqa: F401  (trainer/__init__.py has set TF_USE_LEGACY_KERAS)
@@ -33,6 +35,14 @@ INPUT_NORM = "input_norm"  # the Normalization layer adapted on training windows
 L = keras.layers
 
 
+@contextmanager
+def _quiet_attention():
+    """SeqSelfAttention reuses one unseeded initializer object, harmlessly; Keras warns each time."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The initializer GlorotNormal is unseeded")
+        yield
+
+
 def _seed(x, n_labels: int):
     for filters, kernel in ((128, 5), (256, 3), (512, 3)):
         x = L.Conv1D(filters, kernel, padding="same")(x)
@@ -41,8 +51,7 @@ def _seed(x, n_labels: int):
         x = L.MaxPooling1D(2)(x)
         x = L.Dropout(0.3)(x)
     x = L.Bidirectional(L.LSTM(128, return_sequences=True))(x)
-    with warnings.catch_warnings():  # it reuses one unseeded initializer object, harmlessly
-        warnings.filterwarnings("ignore", message="The initializer GlorotNormal is unseeded")
+    with _quiet_attention():
         x = SeqSelfAttention(attention_activation="sigmoid")(x)
     x = L.GlobalAveragePooling1D()(x)
     x = L.Dense(256, activation="relu")(x)
@@ -69,7 +78,17 @@ def _tiny(x, n_labels: int):
     return L.Dense(n_labels, activation="softmax")(x)
 
 
-ARCHS: dict[str, Callable] = {"seed": _seed, "cnn": _cnn, "tiny": _tiny}
+def _tiny_lstm(x, n_labels: int):
+    """The seed's op mix (Conv1D, LayerNorm, BiLSTM, SeqSelfAttention) at ~30 k parameters: converter tests."""
+    x = L.Conv1D(16, 5, strides=4, activation="relu")(x)
+    x = L.LayerNormalization()(x)
+    x = L.Bidirectional(L.LSTM(16, return_sequences=True))(x)
+    x = SeqSelfAttention(attention_activation="sigmoid", units=8)(x)
+    x = L.GlobalAveragePooling1D()(x)
+    return L.Dense(n_labels, activation="softmax")(x)
+
+
+ARCHS: dict[str, Callable] = {"seed": _seed, "cnn": _cnn, "tiny": _tiny, "tiny_lstm": _tiny_lstm}
 
 
 def build_model(arch: str, n_labels: int, params: FeatureParams, batch_size: int | None = None) -> keras.Model:
@@ -84,7 +103,8 @@ def compile_model(model: keras.Model, learning_rate: float, gamma: float) -> Non
 
 
 def load_keras_model(path, compile: bool = True) -> keras.Model:
-    return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=compile)
+    with _quiet_attention():
+        return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=compile)
 
 
 def batched_infer(model: keras.Model, batch_size: int = 256) -> Callable:

@@ -100,10 +100,8 @@ def _command(argv: list[str] | None) -> str:
     return shlex.join(["moodmic-train", *(sys.argv[1:] if argv is None else argv)])
 
 
-def _start(settings: RunSettings, resume: bool, params: FeatureParams, argv: list[str] | None) -> Path:
-    run_dir = Path(settings.out)
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise UsageError(f"{run_dir}: exists and is not empty; pass --resume to continue that run, or choose another --out")
+def _start(run_dir: Path, settings: RunSettings, resume: bool, params: FeatureParams, argv: list[str] | None) -> None:
+    """Create (or reopen) the run directory: settings.json and the command line."""
     if resume:
         saved = json.loads((run_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
         if saved["features"] != params.to_dict():
@@ -112,7 +110,6 @@ def _start(settings: RunSettings, resume: bool, params: FeatureParams, argv: lis
     _write_json(run_dir / SETTINGS_FILE, {"settings": settings.to_dict(), "features": params.to_dict()})
     with open(run_dir / "command.txt", "a", encoding="utf-8") as f:
         f.write(_command(argv) + "\n")
-    return run_dir
 
 
 def _check_sides(corpus: Corpus, split) -> None:
@@ -130,15 +127,20 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
 
     if settings.arch not in models.ARCHS:
         raise UsageError(f"--arch {settings.arch!r} is unknown; use one of {', '.join(models.ARCHS)}")
-    params = FeatureParams()
-    run_dir = _start(settings, resume, params, argv)
+    settings.split.check()
+    run_dir = Path(settings.out)
     if resume and (run_dir / RUN_FILE).is_file():
         print(f"{run_dir}: already finished", file=sys.stderr)
         return read_run(run_dir)
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"{run_dir}: exists and is not empty; pass --resume to continue that run, or choose another --out")
 
+    # Everything that can be wrong with the data is found before the run directory is created.
+    params = FeatureParams()
     corpus = load_corpus(settings.data)
     split = make_split(corpus, settings.split, settings.seed)
     _check_sides(corpus, split)
+    _start(run_dir, settings, resume, params, argv)
     manifest = io.StringIO()
     write_manifest(manifest, corpus, split.part_of)
     manifest_path = run_dir / "manifest.csv"
