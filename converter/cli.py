@@ -1,0 +1,101 @@
+"""`moodmic-convert RUN_DIR --out BUNDLE`: the offline conversion script.
+
+Reads the trainer's run directory (run.json + the Keras model), recomputes representative windows
+(training side) and validation clips from the data and split run.json records (or `--data`),
+converts in a child process per mode, checks the graph is builtin-only, measures parity with the
+Keras model through the daemon's interpreter wrapper, refuses a bundle that fails the gate, and
+writes the bundle with its figures. Several `--mode`s write one bundle each under --out/<mode>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge.errors import MoodmicError
+
+from . import build, graph, parity, representative
+from .run_dir import load_run
+
+DEFAULT_MODE = "int8"
+LICENSE = ("model weights trained on RAVDESS (Livingstone & Russo 2018, doi:10.1371/journal.pone.0196391): "
+           "CC BY-NC-SA 4.0, non-commercial use only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="moodmic-convert", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path, help="a moodmic-train run directory (holds run.json)")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--mode", action="append", choices=build.MODES,
+                   help=f"conversion mode; repeat to compare several (default: {DEFAULT_MODE})")
+    p.add_argument("--data", type=Path, help="corpus folder or manifest (default: the one run.json records)")
+    p.add_argument("--rep-size", type=int, default=300, help="representative windows (default 300)")
+    p.add_argument("--rep-seed", type=int, default=0, help="seed for choosing them (default 0)")
+    p.add_argument("--rep-dir", type=Path, help="take representative windows from this audio folder instead")
+    p.add_argument("--min-agreement", type=float, default=parity.MIN_AGREEMENT,
+                   help=f"argmax agreement a bundle needs (default {parity.MIN_AGREEMENT})")
+    p.add_argument("--max-ua-drop", type=float, default=parity.MAX_UA_DROP,
+                   help=f"largest unweighted-accuracy loss allowed (default {parity.MAX_UA_DROP})")
+    p.add_argument("--name", help="bundle name (default: moodmic-<arch>-<mode>)")
+    return p
+
+
+def convert_run(args: argparse.Namespace) -> list[parity.Parity]:
+    from edge.bundle import write_bundle
+    from edge.features import Frontend
+    from edge.interpreter import TFLiteModel
+
+    run = load_run(args.run_dir, args.data)
+    frontend = Frontend(run.features)
+    hop = run.features.hop_frames(run.eval_hop_s)
+    modes = args.mode or [DEFAULT_MODE]
+    rep = None
+    if "int8" in modes:
+        if args.rep_dir:
+            rep = representative.from_folder(args.rep_dir, frontend, hop, args.rep_size, args.rep_seed)
+        else:
+            by_label = representative.windows_by_label(run.train_clips, frontend, hop)
+            rep = representative.select(by_label, frontend, args.rep_size, args.rep_seed)
+        print(f"representative set: {len(rep)} windows from the training side", file=sys.stderr)
+    val = run.validation_audio()
+    keras_infer = run.keras_infer()
+    rows = []
+    for mode in modes:
+        tflite = build.convert(run.run_dir, mode, rep if mode == "int8" else None)
+        ops = graph.op_names(tflite)
+        graph.check_builtin_only(ops)
+        figures = parity.measure(mode, tflite, keras_infer, TFLiteModel(tflite).run, val, frontend, hop, run.labels)
+        rows.append(figures)
+        print(parity.table([figures]).splitlines()[-1], file=sys.stderr)
+        parity.check(figures, args.min_agreement, args.max_ua_drop)
+        out = args.out / mode if len(modes) > 1 else args.out
+        write_bundle(
+            out, tflite, name=args.name or f"moodmic-{run.arch}-{mode}", labels=run.labels, features=run.features,
+            eval_hop_s=run.eval_hop_s, license=LICENSE,
+            conversion={"mode": mode, "ops": sorted(set(ops)), "parity": figures.to_dict(),
+                        "representative": {"windows": 0 if rep is None else len(rep), "seed": args.rep_seed,
+                                           "source": str(args.rep_dir) if args.rep_dir else "training split"},
+                        "gate": {"min_agreement": args.min_agreement, "max_ua_drop": args.max_ua_drop}},
+            training=run.training_summary(),
+        )
+        print(f"wrote {out}", file=sys.stderr)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rows = convert_run(args)
+    except MoodmicError as exc:
+        print(f"moodmic-convert: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(parity.table(rows))
+    print(json.dumps([r.to_dict() for r in rows]), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The converter's view of a trainer run directory (format: trainer/run.py).
+
+Which clips are training (representative windows) and validation (parity) comes from the run's
+manifest.csv, so the converter sees exactly the split the trainer used. With `--data DIR` the
+corpus is read from DIR instead (moved or re-copied data) and each clip keeps the split of the
+recording with the same sha256 in the run's manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.audio import load_audio
+from edge.errors import ConfigError, MissingInputError
+from edge.features import FeatureParams
+
+RUN_FILE = "run.json"
+MANIFEST = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    run_dir: Path
+    run: dict[str, Any]
+    labels: tuple[str, ...]
+    features: FeatureParams
+    eval_hop_s: float
+    arch: str
+    train_clips: list[tuple[Path, str]]  # (audio file, label)
+    val_clips: list[tuple[Path, str]]
+
+    def validation_audio(self) -> list[tuple[np.ndarray, int]]:
+        return [(load_audio(p, self.features.sample_rate), self.labels.index(label)) for p, label in self.val_clips]
+
+    def keras_infer(self):
+        from trainer.model import batched_infer, load_keras_model
+
+        return batched_infer(load_keras_model(self.run_dir / self.run["keras_model"], compile=False))
+
+    def training_summary(self) -> dict[str, Any]:
+        """What the bundle records about training: run name, data, split with actor lists, seed, metrics."""
+        keep = ("name", "arch", "parameters", "data", "split", "seed", "metrics", "training", "created_utc")
+        return {k: self.run[k] for k in keep if k in self.run}
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc}); re-run moodmic-train or pass --data") from exc
+    if not rows or not {"path", "label", "split", "sha256"} <= set(rows[0]):
+        raise ConfigError(f"{path}: not a moodmic-train manifest (needs path,label,split,sha256 columns)")
+    return rows
+
+
+def load_run(run_dir: Path, data: Path | None = None) -> RunInputs:
+    from trainer.run import read_run
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MissingInputError(f"{run_dir}: no such run directory; give a directory written by moodmic-train")
+    try:
+        run = read_run(run_dir)
+        labels = tuple(run["labels"])
+        features = FeatureParams.from_dict(run["features"])
+        keras_model = run_dir / run["keras_model"]
+        eval_hop_s, arch = float(run["eval_hop_s"]), str(run["arch"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{run_dir}/{RUN_FILE}: corrupt or incomplete ({exc}); re-run moodmic-train") from exc
+    if not keras_model.is_file():
+        raise MissingInputError(f"{keras_model}: the run's Keras model is missing; re-run moodmic-train")
+    manifest = run_dir / MANIFEST
+    if not manifest.is_file():
+        raise MissingInputError(f"{manifest}: missing, so the run's split is unknown; re-run moodmic-train")
+    rows = _rows(manifest)
+    if data is None:
+        clips = [(Path(r["path"]), r["label"], r["split"]) for r in rows]
+        missing = [p for p, _, s in clips if s in ("train", "val") and not p.is_file()]
+        if missing:
+            raise MissingInputError(f"{missing[0]}: audio of the run is gone ({len(missing)} files); pass --data DIR")
+    else:
+        from trainer.corpus import load_corpus
+
+        split_of = {r["sha256"]: r["split"] for r in rows if r["split"]}
+        corpus = load_corpus(data)
+        clips = [(c.path, c.label, split_of.get(c.sha256, "")) for c in corpus.usable]
+    train = [(p, label) for p, label, s in clips if s == "train"]
+    val = [(p, label) for p, label, s in clips if s == "val"]
+    if not train or not val:
+        raise ConfigError(f"{run_dir}: no training or no validation clips found for the run's split; check --data")
+    unknown = sorted({label for _, label in train + val} - set(labels))
+    if unknown:
+        raise ConfigError(f"{run_dir}: clips labelled {unknown} that the model does not know; check --data")
+    return RunInputs(run_dir, run, labels, features, eval_hop_s, arch, train, val)
