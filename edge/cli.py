@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_OK, MoodmicError
+from .errors import EXIT_OK, MoodmicError, UsageError
+
+SAMPLE = Path(__file__).resolve().parent / "samples" / "speech.flac"  # synthetic speech (espeak-ng)
 
 
 def _common(default: object = None) -> argparse.ArgumentParser:
@@ -32,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", parents=[sub_common], help="classify audio files; one JSON line per file",
                              description="Classify whole audio files (WAV, FLAC, ...): the mean of the model's "
                                          "windows at the bundle's evaluation hop. One JSON line per file on stdout.")
-    predict.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+    predict.add_argument("files", nargs="*", metavar="FILE", help="audio files")
+    predict.add_argument("--sample", action="store_true", help=f"also classify the bundled sample ({SAMPLE.name})")
     predict.add_argument("--model", metavar="DIR", help="model bundle directory (default: model.path, else the shipped model)")
     predict.add_argument("--windows", action="store_true", help="add every window's result (per_window)")
     predict.set_defaults(func=cmd_predict)
@@ -44,10 +48,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .model import EmotionModel
     from .predict import predict_file
 
+    files = args.files + ([str(SAMPLE)] if args.sample else [])
+    if not files:
+        raise UsageError("give audio files to classify, or --sample for the bundled one")
     settings = load_settings(args.config)
     model = EmotionModel.load(args.model or settings.model.path or None, threads=settings.model.threads)
     status = EXIT_OK
-    for path in args.files:
+    for path in files:
         try:
             result = predict_file(model, path, settings.audio.max_file_seconds)
         except MoodmicError as exc:  # report it and go on: one bad file must not cost the others

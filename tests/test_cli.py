@@ -20,7 +20,9 @@ def test_version_and_help():
     proc = run_moodmic("--help")
     assert proc.returncode == 0 and "predict" in proc.stdout
     proc = run_moodmic("predict")  # no file: a usage error
-    assert proc.returncode == 2 and "FILE" in proc.stderr
+    assert proc.returncode == 2 and "give audio files to classify, or --sample" in proc.stderr
+    proc = run_moodmic("predict", "--bogus")
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
 
 
 def test_predict_prints_one_json_line_per_file_in_the_result_schema(tmp_path):
@@ -64,6 +66,12 @@ def test_cli_equals_the_one_whole_file_function(tmp_path):
     audio = load_audio(wav, SR)
     again = predict_audio(audio, model.frontend, model.bundle.eval_hop_frames, model.probabilities, model.labels, str(wav))
     assert again.to_dict() == direct
+
+
+def test_bundled_sample_is_found_by_the_installed_package():
+    proc = run_moodmic("predict", "--sample", "--model", str(TINY_INT8))
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["path"].endswith("samples/speech.flac") and result["windows"] == 3
 
 
 def test_real_ravdess_clip(ravdess):
