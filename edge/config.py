@@ -47,6 +47,8 @@ class AudioSettings:
                                 min=1.0, max=600.0)
     max_file_seconds: float = _opt(600.0, "longest audio file `predict` and the page accept, seconds",
                                    min=1.0, max=86400.0)
+    dead_after_seconds: float = _opt(5.0, "no audio, or exact zeros, for this long is a dead microphone (exit 75)",
+                                     min=0.5, max=3600.0)
 
 
 @dataclass(frozen=True)
@@ -73,23 +75,29 @@ class SmoothingSettings:
 
 @dataclass(frozen=True)
 class MqttSettings:
-    enabled: bool = _opt(True, "publish over MQTT; false = print results to stdout only")
+    mode: str = _opt("on", "on: publish, retrying an absent broker; off: print states to stdout; "
+                           "auto: the broker if reachable at start, else stdout", choices=("on", "off", "auto"))
     host: str = _opt("localhost", "broker host name or address")
     port: int = _opt(1883, "broker port (8883 is usual with TLS)", min=1, max=65535)
     device_id: str = _opt("", "topic and Home Assistant id of this device; empty = the host name")
     base_topic: str = _opt("moodmic", "topics are <base_topic>/<device_id>/...")
     discovery: bool = _opt(True, "announce entities with Home Assistant MQTT discovery")
     discovery_prefix: str = _opt("homeassistant", "Home Assistant's discovery prefix")
+    client_id: str = _opt("", "MQTT client id; empty = moodmic-<device_id>")
     username: str = _opt("", "broker user name; empty = anonymous")
     password_file: str = _opt("", "file holding the broker password (or set $MOODMIC_MQTT_PASSWORD)")
     tls: bool = _opt(False, "connect with TLS (certificates are verified)")
     ca_certs: str = _opt("", "CA bundle for TLS; empty = the system's")
+    certfile: str = _opt("", "client certificate for TLS; empty = none")
+    keyfile: str = _opt("", "client certificate's key for TLS")
     qos: int = _opt(1, "QoS of state and event messages", choices=(0, 1))
     keepalive: int = _opt(60, "MQTT keepalive in seconds", min=5, max=3600)
     state_interval: float = _opt(60.0, "re-publish the unchanged state every this many seconds", min=1.0, max=86400.0)
     health_interval: float = _opt(60.0, "publish health counters every this many seconds", min=1.0, max=86400.0)
     queue_size: int = _opt(1000, "messages kept while the broker is unreachable; older ones are dropped and counted",
                            min=1, max=1000000)
+    state_dir: str = _opt("", "where undelivered messages are spooled on exit; empty = $STATE_DIRECTORY, "
+                              "else ~/.local/state/moodmic")
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _convert(key: str, tp: Any, value: Any, meta: dict[str, Any]) -> Any:
+    if tp is str and isinstance(value, bool) and {"on", "off"} <= set(meta.get("choices") or ()):
+        value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))

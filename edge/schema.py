@@ -67,3 +67,46 @@ def labelled(labels: tuple[str, ...], probabilities) -> tuple[str, float, dict[s
     """(label, confidence, {label: p}) for one probability vector."""
     best = max(range(len(labels)), key=lambda i: probabilities[i])
     return labels[best], float(probabilities[best]), _probs(labels, probabilities)
+
+
+SILENCE = "silence"  # the daemon's state when windows are gated: not a model label, probabilities null
+
+
+def utc_iso(timestamp: float) -> str:
+    """Seconds since the epoch -> ISO 8601 UTC with milliseconds, e.g. 2026-11-26T15:19:44.120Z."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class StateMessage:
+    """The smoothed state the daemon publishes (MQTT `state`, retained; stdout with --mqtt off)."""
+
+    label: str  # a model label, or SILENCE
+    confidence: float | None  # smoothed probability of `label`; None for SILENCE
+    probabilities: dict[str, float] | None  # smoothed, every label; None for SILENCE
+    seq: int  # numbers published state messages, from 1 at every start
+    boot_id: str  # random per process start: seq restarts with it
+    window_start: str  # ISO 8601 UTC of the newest window's start
+    window_end: str
+    rms_dbfs: float  # loudness of the newest window
+    model_sha: str  # sha256 of the model.tflite that produced it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "confidence": None if self.confidence is None else round(self.confidence, PROB_DECIMALS),
+            "probabilities": self.probabilities,
+            "seq": self.seq,
+            "boot_id": self.boot_id,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "rms_dbfs": round(self.rms_dbfs, DB_DECIMALS),
+            "model_sha": self.model_sha,
+        }
+
+    def event(self, previous: str | None) -> dict[str, Any]:
+        """The `event` payload for a change to this state (Home Assistant event entity: event_type)."""
+        return {"event_type": self.label, "previous": previous, "confidence": self.to_dict()["confidence"],
+                "seq": self.seq, "boot_id": self.boot_id, "window_end": self.window_end}

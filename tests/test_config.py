@@ -45,6 +45,8 @@ def test_values_are_read_and_typed(tmp_path):
     s = load_settings(tmp_path / "c.yaml")
     assert s.mqtt.port == 8883 and s.mqtt.tls is True and s.windows.hop_seconds == 2.0
     assert isinstance(s.windows.hop_seconds, float) and s.mqtt.host == "localhost"
+    (tmp_path / "c.yaml").write_text("mqtt:\n  mode: off\n")  # YAML 1.1 makes a bare off a boolean
+    assert load_settings(tmp_path / "c.yaml").mqtt.mode == "off"
 
 
 @pytest.mark.parametrize("data, message", [
