@@ -51,8 +51,9 @@ def check_samples(audio: np.ndarray, name: str) -> None:
         )
 
 
-def load_audio(path: str | os.PathLike, target_rate: int, max_seconds: float | None = None) -> np.ndarray:
-    """Read a file soundfile can read (WAV, FLAC, OGG, ...) as mono float32 at `target_rate`."""
+def open_audio(path: str | os.PathLike) -> sf.SoundFile:
+    """Open an audio file after the checks that need no decoding (exists, not empty, a format
+    soundfile reads, a complete WAV header, a usable rate). The caller closes it."""
     path = Path(path)
     name = str(path)
     if not path.exists():
@@ -66,26 +67,39 @@ def load_audio(path: str | os.PathLike, target_rate: int, max_seconds: float | N
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
         detail = getattr(exc, "error_string", str(exc))
         raise BadAudioError(f"{name}: not an audio file soundfile can read ({detail}); use WAV or FLAC") from exc
-    with f:
+    short = _WAV_SHORT.search(f.extra_info)
+    problem = None
+    if short and int(short.group(2)) < int(short.group(1)) < _STREAMING_WAV_SIZE:
+        problem = (f"{name}: truncated (header promises {short.group(1)} bytes of audio, file holds "
+                   f"{short.group(2)}); re-copy or re-record the file")
+    elif f.samplerate < MIN_SAMPLE_RATE:
+        problem = f"{name}: sample rate {f.samplerate} Hz is below {MIN_SAMPLE_RATE} Hz; record at 16 kHz or more"
+    if problem:
+        f.close()
+        raise BadAudioError(problem)
+    return f
+
+
+def read_block(f: sf.SoundFile, frames: int = -1) -> np.ndarray:
+    """Up to `frames` frames (all with -1) as (n, channels) float32; decoding damage is BadAudioError."""
+    try:
+        return f.read(frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        detail = getattr(exc, "error_string", str(exc))
+        raise BadAudioError(f"{f.name}: corrupt or truncated audio ({detail}); re-copy or re-export the file") from exc
+
+
+def load_audio(path: str | os.PathLike, target_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """Read a file soundfile can read (WAV, FLAC, OGG, ...) as mono float32 at `target_rate`."""
+    name = str(path)
+    with open_audio(path) as f:
         rate, expected = f.samplerate, f.frames
-        short = _WAV_SHORT.search(f.extra_info)
-        if short and int(short.group(2)) < int(short.group(1)) < _STREAMING_WAV_SIZE:
-            raise BadAudioError(
-                f"{name}: truncated (header promises {short.group(1)} bytes of audio, file holds "
-                f"{short.group(2)}); re-copy or re-record the file"
-            )
-        if rate < MIN_SAMPLE_RATE:
-            raise BadAudioError(f"{name}: sample rate {rate} Hz is below {MIN_SAMPLE_RATE} Hz; record at 16 kHz or more")
         if max_seconds is not None and expected / rate > max_seconds:
             raise BadAudioError(
                 f"{name}: is {expected / rate:.1f} s long, over the {max_seconds:g} s limit; "
                 "trim it or raise audio.max_file_seconds"
             )
-        try:
-            data = f.read(dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-            detail = getattr(exc, "error_string", str(exc))
-            raise BadAudioError(f"{name}: corrupt or truncated audio ({detail}); re-copy or re-export the file") from exc
+        data = read_block(f)
     if len(data) < expected:
         raise BadAudioError(
             f"{name}: truncated (header promises {expected} frames, file holds {len(data)}); re-copy the file"

@@ -119,10 +119,16 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return hz
 
 
+def mel_edges_hz(p: FeatureParams) -> np.ndarray:
+    """n_mels + 2 band edges in hertz; band i spans edges[i]..edges[i+2] and peaks at edges[i+1]."""
+    lo, hi = _hz_to_mel(np.array([p.fmin, p.fmax]))
+    return _mel_to_hz(np.linspace(lo, hi, p.n_mels + 2))
+
+
 def mel_filterbank(p: FeatureParams) -> np.ndarray:
     """(n_mels, n_fft//2+1) triangular filters with Slaney area normalisation, as librosa builds them."""
     fft_hz = np.fft.rfftfreq(p.n_fft, 1.0 / p.sample_rate)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array([p.fmin]))[0], _hz_to_mel(np.array([p.fmax]))[0], p.n_mels + 2))
+    edges = mel_edges_hz(p)
     widths = np.diff(edges)
     ramps = edges[:, None] - fft_hz[None, :]
     lower = -ramps[:-2] / widths[:-1, None]

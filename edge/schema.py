@@ -13,7 +13,7 @@ TIME_DECIMALS = 3  # seconds
 DB_DECIMALS = 1  # dBFS
 
 
-def _probs(labels: tuple[str, ...], values) -> dict[str, float]:
+def named_probabilities(labels: tuple[str, ...], values) -> dict[str, float]:
     return {label: round(float(v), PROB_DECIMALS) for label, v in zip(labels, values)}
 
 
@@ -66,7 +66,7 @@ class FileResult:
 def labelled(labels: tuple[str, ...], probabilities) -> tuple[str, float, dict[str, float]]:
     """(label, confidence, {label: p}) for one probability vector."""
     best = max(range(len(labels)), key=lambda i: probabilities[i])
-    return labels[best], float(probabilities[best]), _probs(labels, probabilities)
+    return labels[best], float(probabilities[best]), named_probabilities(labels, probabilities)
 
 
 SILENCE = "silence"  # the daemon's state when windows are gated: not a model label, probabilities null

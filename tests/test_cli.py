@@ -56,7 +56,7 @@ def test_predict_windows_lists_every_window_and_averages_them(tmp_path):
 
 
 def test_cli_equals_the_one_whole_file_function(tmp_path):
-    wav = write(tmp_path / "a.wav", speechlike(6.0, seed=4), 48000)  # resampled on the way in
+    wav = write(tmp_path / "a.wav", speechlike(6.0, sr=48000, seed=4), 48000)  # resampled on the way in
     proc = run_moodmic("predict", "--model", str(TINY_INT8), str(wav))
     model = EmotionModel.load(TINY_INT8)
     direct = predict_file(model, wav).to_dict()

@@ -1,0 +1,278 @@
+"""The daemon's pipeline: sources, gate, smoothing, counters, faults, signals, the notify protocol."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SR, TINY_FLOAT, TINY_INT8, ravdess_clips, run_moodmic, speechlike, write
+from edge.audio import load_audio
+from edge.config import GateSettings, Settings, SmoothingSettings
+from edge.daemon import Daemon
+from edge.errors import EXIT_CONFIG, EXIT_TEMPFAIL, TemporaryFault
+from edge.features import FeatureParams, Frontend, file_windows
+from edge.gate import Gate
+from edge.model import EmotionModel
+from edge.notify import Notifier
+from edge.schema import SILENCE
+from edge.smoothing import Smoother
+from edge.sources import FileSource, GeneratorSource
+
+LABELS = ("a", "b", "c")
+
+
+class Recorder:
+    """Stands in for the MQTT publisher (tested on its own against a real broker)."""
+
+    def __init__(self):
+        self.states, self.events, self.health, self.closed = [], [], [], False
+
+    def start(self): pass
+    def publish_state(self, msg): self.states.append(msg)
+    def publish_event(self, payload): self.events.append(payload)
+    def publish_health(self, payload): self.health.append(payload)
+    def check(self): pass
+    def stats(self): return {"connected": True, "queued": 0, "acked": len(self.states), "dropped": 0, "reconnects": 0}
+    def close(self, timeout=2.0): self.closed = True
+
+
+def settings(**sections) -> Settings:
+    s = Settings()
+    return replace(s, **{name: replace(getattr(s, name), **values) for name, values in sections.items()})
+
+
+def chunks(audio, size=1600):
+    return [audio[i : i + size] for i in range(0, len(audio), size)]
+
+
+# -- smoothing ---------------------------------------------------------------------------------
+def test_smoother_needs_confidence_and_hysteresis_to_change():
+    sm = Smoother(LABELS, SmoothingSettings(method="mean", windows=1, min_confidence=0.5, hysteresis=0.2),
+                  GateSettings(silence_after=2))
+    assert not sm.inferred(np.array([0.4, 0.3, 0.3]))  # below min_confidence: no state yet
+    assert sm.label is None
+    assert sm.inferred(np.array([0.6, 0.2, 0.2])) and sm.label == "a"
+    assert not sm.inferred(np.array([0.45, 0.55, 0.0]))  # b leads by 0.1 < hysteresis
+    assert sm.label == "a"
+    assert sm.inferred(np.array([0.2, 0.7, 0.1])) and sm.label == "b" and sm.confidence == pytest.approx(0.7)
+    assert not sm.gated() and sm.gated() and sm.label == SILENCE  # silence after 2 gated windows
+    assert sm.probabilities() is None and sm.confidence is None
+    assert sm.inferred(np.array([0.1, 0.1, 0.8])) and sm.label == "c"  # fresh start after silence
+
+
+def test_ema_and_mean_smoothing():
+    ema = Smoother(LABELS, SmoothingSettings(method="ema", windows=3, min_confidence=0.0), GateSettings())
+    ema.inferred(np.array([1.0, 0.0, 0.0]))
+    ema.inferred(np.array([0.0, 1.0, 0.0]))
+    assert np.allclose(ema.smoothed, [0.5, 0.5, 0.0])  # alpha = 2 / (3 + 1)
+    mean = Smoother(LABELS, SmoothingSettings(method="mean", windows=2, min_confidence=0.0), GateSettings())
+    for p in ([1, 0, 0], [0, 1, 0], [0, 0, 1]):
+        mean.inferred(np.array(p, float))
+    assert np.allclose(mean.smoothed, [0, 0.5, 0.5])  # only the last 2 windows
+
+
+# -- the gate ----------------------------------------------------------------------------------
+def non_speech(seconds=8.0, seed=0):
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    notes = [220, 247, 262, 294, 330, 349, 392, 440]
+    half = t[: SR // 2]
+    melody = np.concatenate([sum(np.sin(2 * np.pi * k * notes[j % 8] * half) / k for k in range(1, 6)) * np.exp(-3 * half)
+                             for j in range(int(seconds * 2))])[:n]
+    drums = np.zeros(n)
+    for k in range(0, n - 800, SR // 4):
+        drums[k : k + 800] += rng.standard_normal(800) * np.exp(-np.arange(800) / 100)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    pink = np.fft.irfft(spectrum / np.sqrt(np.maximum(np.arange(len(spectrum)), 1)), n)
+    return {
+        "white noise": rng.standard_normal(n),
+        "pink noise": pink,
+        "vacuum cleaner": np.convolve(rng.standard_normal(n), np.ones(5) / 5, "same") + 0.3 * np.sin(2 * np.pi * 120 * t),
+        "tone": np.sin(2 * np.pi * 440 * t),
+        "sweep": np.sin(2 * np.pi * (100 * t + 200 * t**2)),
+        "chords": sum(np.sin(2 * np.pi * f * t) for f in (262, 330, 392)),
+        "melody": melody,
+        "drums": drums,
+        "music": melody + 0.5 * drums,
+    }
+
+
+def test_gate_keeps_noise_tones_and_music_from_the_model():
+    p = FeatureParams()
+    fe, gate = Frontend(p), Gate(GateSettings(), p)
+    passed = total = 0
+    for name, signal_ in non_speech().items():
+        for level in (0.03, 0.1, 0.3, 0.9):
+            audio = (level * signal_ / np.max(np.abs(signal_))).astype(np.float32)
+            for w in file_windows(fe, audio, 50):
+                passed += gate.check(w).speech
+                total += 1
+    rate = passed / total
+    print(f"gate: {passed}/{total} non-speech windows ({rate:.1%}) given to the model")
+    assert rate <= 0.25
+
+
+def test_gate_passes_real_speech_at_all_levels(ravdess):
+    p = FeatureParams()
+    fe, gate = Frontend(p), Gate(GateSettings(), p)
+    clips = [c for c in ravdess_clips(ravdess, 400, seed=5) if "/speech/" in str(c)][:120]
+    results = [gate.check(w) for c in clips for w in file_windows(fe, load_audio(c, SR), 50)]
+    rate = np.mean([r.speech for r in results])
+    print(f"gate: {rate:.1%} of {len(results)} RAVDESS speech windows given to the model")
+    assert rate >= 0.90
+    off = Gate(GateSettings(enabled=False), p)
+    assert all(off.check(w).speech for w in file_windows(fe, np.zeros(SR * 3, np.float32), 50))
+
+
+# -- the loop ----------------------------------------------------------------------------------
+def run_daemon(source, s=None, raw=False, model=TINY_FLOAT, out=None):
+    rec = Recorder()
+    daemon = Daemon(s or settings(), EmotionModel.load(model), source, rec, raw=raw, out=out or sys.stdout)
+    return daemon, rec, daemon.run()
+
+
+def test_every_window_is_counted_and_states_carry_the_schema():
+    speech, quiet = speechlike(6.0, seed=1), np.full(5 * SR, 1e-4, np.float32)
+    audio = np.concatenate([speech, quiet, speechlike(6.0, seed=2)])
+    s = settings(smoothing={"min_confidence": 0.0, "hysteresis": 0.0}, gate={"silence_after": 2, "vad": False})
+    daemon, rec, code = run_daemon(GeneratorSource(chunks(audio), SR, SR), s)
+    c = daemon.counters
+    assert code == 0 and rec.closed
+    assert c.consumed == c.gated + c.inferred == (len(audio) - FeatureParams().window_samples) // SR + 1
+    assert c.gated >= 2 and SILENCE in [m.label for m in rec.states]
+    silence = next(m for m in rec.states if m.label == SILENCE)
+    assert silence.probabilities is None and silence.confidence is None
+    first = rec.states[0].to_dict()
+    assert set(first) == {"label", "confidence", "probabilities", "seq", "boot_id", "window_start", "window_end",
+                          "rms_dbfs", "model_sha"}
+    assert [m.seq for m in rec.states] == list(range(1, len(rec.states) + 1))
+    assert first["window_end"].endswith("Z") and first["model_sha"] == daemon.model.bundle.tflite_sha256
+    assert len(rec.events) == c.events == len(rec.states)  # no heartbeat within a fast replay
+    assert rec.events[0]["event_type"] == first["label"] and rec.events[0]["previous"] is None
+    final = rec.health[-1]
+    assert final["consumed"] == final["gated"] + final["inferred"] and final["fault"] is None
+
+
+def test_raw_run_equals_predict_windows(tmp_path):
+    wav = write(tmp_path / "a.wav", speechlike(7.3, sr=44100, seed=3), 44100)
+    raw = run_moodmic("run", "--model", str(TINY_INT8), "--source", f"file:{wav}", "--fast", "--mqtt", "off", "--raw")
+    predicted = run_moodmic("predict", "--windows", "--model", str(TINY_INT8), str(wav))
+    assert raw.returncode == 0, raw.stderr
+    windows = [json.loads(line) for line in raw.stdout.splitlines()]
+    assert windows == json.loads(predicted.stdout)["per_window"] and len(windows) == 5
+
+
+def test_raw_run_equals_predict_on_a_real_clip(ravdess):
+    clip = ravdess_clips(ravdess, 1, seed=9)[0]
+    raw = run_moodmic("run", "--model", str(TINY_INT8), "--source", f"file:{clip}", "--fast", "--mqtt", "off", "--raw")
+    predicted = run_moodmic("predict", "--windows", "--model", str(TINY_INT8), str(clip))
+    assert [json.loads(x) for x in raw.stdout.splitlines()] == json.loads(predicted.stdout)["per_window"]
+
+
+def test_bad_samples_are_silenced_and_counted():
+    audio = speechlike(4.0)
+    audio[1000:1010] = np.nan
+    audio[5000] = np.inf
+    daemon, _, code = run_daemon(GeneratorSource(chunks(audio), SR, SR))
+    assert code == 0 and daemon.counters.bad_samples == 11 and daemon.counters.consumed == 2
+
+
+def test_a_stalled_microphone_is_a_fault():
+    stalled = [speechlike(1.0)] + [None] * 100  # reads that time out, like a mic whose callbacks stopped
+    with pytest.raises(TemporaryFault, match="no audio from .* for 5.0 s"):
+        run_daemon(GeneratorSource(stalled, SR, SR, live=True), settings(audio={"dead_after_seconds": 5.0}))
+    # a finite source that is merely slow is not a dead device
+    daemon, _, code = run_daemon(GeneratorSource([speechlike(3.0)] + [None] * 100, SR, SR, live=False))
+    assert code == 0
+
+
+def test_exact_zeros_are_a_dead_microphone_but_quiet_noise_is_not():
+    zeros = [speechlike(2.0)] + [np.zeros(SR // 10, np.float32)] * 60
+    with pytest.raises(TemporaryFault, match="exact digital silence for 5.0 s"):
+        run_daemon(GeneratorSource(zeros, SR, SR))
+    hiss = np.random.default_rng(0).normal(0, 1e-4, 8 * SR).astype(np.float32)
+    assert run_daemon(GeneratorSource(chunks(hiss), SR, SR))[2] == 0
+
+
+def test_dead_source_exits_75_and_bad_config_78(tmp_path):
+    zeros = write(tmp_path / "zeros.wav", np.zeros(7 * SR, np.float32))
+    proc = run_moodmic("run", "--model", str(TINY_INT8), "--source", f"file:{zeros}", "--fast", "--mqtt", "off")
+    assert proc.returncode == EXIT_TEMPFAIL and "exact digital silence" in proc.stderr
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("gate:\n  min_rms: -50\n")
+    proc = run_moodmic("run", "--config", str(cfg), "--source", f"file:{zeros}", "--mqtt", "off")
+    assert proc.returncode == EXIT_CONFIG and "gate.min_rms: unknown key (did you mean 'gate.min_rms_dbfs'?)" in proc.stderr
+    proc = run_moodmic("run", "--model", str(TINY_INT8), "--source", "speaker", "--mqtt", "off")
+    assert proc.returncode == EXIT_CONFIG and "audio source 'speaker' is unknown" in proc.stderr
+
+
+def test_file_source_streams_the_same_audio_as_loading_it(tmp_path):
+    wav = write(tmp_path / "a.wav", speechlike(3.3, sr=48000, seed=4), 48000)
+    src = FileSource(wav, SR, block_seconds=0.1, realtime=False)
+    got = []
+    while True:
+        try:
+            chunk = src.read(0.1)
+        except Exception:
+            break
+        got.append(chunk)
+    streamed, whole = np.concatenate(got), load_audio(wav, SR)
+    assert abs(len(streamed) - len(whole)) <= 2
+    n = min(len(streamed), len(whole))
+    assert np.max(np.abs(streamed[200 : n - 200] - whole[200 : n - 200])) < 1e-3
+
+
+def test_sigterm_stops_promptly_with_exit_0(tmp_path):
+    wav = write(tmp_path / "long.wav", speechlike(60.0))
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--model", str(TINY_INT8), "--source",
+                             f"file:{wav}", "--mqtt", "off"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(3.0)  # real-time replay: it is mid-file
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - t0 < 2.0
+    assert "health:" in err
+
+
+def test_notify_protocol_ready_watchdog_and_no_ping_while_stalled(tmp_path, monkeypatch):
+    sock_path = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(sock_path)
+    server.settimeout(0.2)
+    monkeypatch.setenv("NOTIFY_SOCKET", sock_path)
+    monkeypatch.setenv("WATCHDOG_USEC", "40000")  # ping every 10 ms while windows flow
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+
+    def slow(audio):
+        for c in chunks(audio, 3200):
+            time.sleep(0.02)
+            yield c
+        for _ in range(8):  # then a stall: reads that return nothing
+            yield None
+
+    daemon = Daemon(settings(), EmotionModel.load(TINY_FLOAT), GeneratorSource(slow(speechlike(8.0)), SR, SR),
+                    Recorder(), notifier=Notifier())
+    assert daemon.run() == 0
+    messages = []
+    while True:
+        try:
+            messages.append(server.recv(4096).decode())
+        except socket.timeout:
+            break
+    ready = next(i for i, m in enumerate(messages) if m.startswith("READY=1"))
+    pings = [i for i, m in enumerate(messages) if m == "WATCHDOG=1"]
+    assert pings and min(pings) > ready
+    assert messages[-1] == "STOPPING=1"
+    assert 2 <= len(pings) <= daemon.counters.consumed  # pings only ever follow consumed windows
