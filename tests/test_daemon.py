@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -276,3 +277,37 @@ def test_notify_protocol_ready_watchdog_and_no_ping_while_stalled(tmp_path, monk
     assert pings and min(pings) > ready
     assert messages[-1] == "STOPPING=1"
     assert 2 <= len(pings) <= daemon.counters.consumed  # pings only ever follow consumed windows
+
+
+WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
+
+
+def files_opened_for_writing(trace: str) -> list[str]:
+    """Paths that open/openat/creat calls in an `strace -f` log opened with a write flag (and succeeded)."""
+    import re
+
+    paths = []
+    for line in trace.splitlines():
+        m = re.search(r'(open|openat|creat)\((?:AT_FDCWD|\d+, )?,? ?"([^"]+)", ([A-Z_|]+)', line)
+        if m and "= -1" not in line and (m.group(1) == "creat" or any(f in m.group(3) for f in WRITE_FLAGS)):
+            paths.append(m.group(2))
+    return paths
+
+
+def test_run_writes_no_file_checked_with_strace(tmp_path, ravdess):
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    clip = ravdess_clips(ravdess, 1, seed=3)[0]
+    trace = tmp_path / "trace.txt"
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=open,openat,creat", "-o", str(trace), sys.executable,
+                           "-m", "edge.cli", "run", "--model", str(TINY_INT8), "--source", f"file:{clip}", "--fast",
+                           "--mqtt", "off"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})  # .pyc caches are the installer's job
+    assert proc.returncode == 0, proc.stderr
+    log = trace.read_text()
+    assert log.count("openat(") > 50  # strace really saw the run (the model, the audio, the libraries)
+    assert str(clip) in log
+    assert files_opened_for_writing(log) == []
+    # the parser does see writes when there are some
+    assert files_opened_for_writing('123 openat(AT_FDCWD, "/x/spool.jsonl", O_WRONLY|O_CREAT|O_TRUNC, 0600) = 3') \
+        == ["/x/spool.jsonl"]
