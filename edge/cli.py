@@ -40,6 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", metavar="DIR", help="model bundle directory (default: model.path, else the shipped model)")
     predict.add_argument("--windows", action="store_true", help="add every window's result (per_window)")
     predict.set_defaults(func=cmd_predict)
+
+    run = sub.add_parser("run", parents=[sub_common], help="the daemon: listen, classify, publish",
+                         description="Listen to a microphone (or replay a file), classify speech windows and publish "
+                                     "the smoothed emotion over MQTT (or print it). Options override config.yaml.")
+    run.add_argument("--model", metavar="DIR", help="model bundle directory (default: model.path, else the shipped model)")
+    run.add_argument("--source", metavar="SPEC", help="'mic' or 'file:PATH' (default: audio.source)")
+    run.add_argument("--device", metavar="NAME|INDEX", help="input device (default: audio.device); see `moodmic devices`")
+    run.add_argument("--fast", action="store_true", help="replay a file as fast as possible instead of in real time")
+    run.add_argument("--mqtt", choices=("on", "off", "auto"),
+                     help="on: publish (retry an absent broker); off: print states; auto: broker if reachable at start")
+    run.add_argument("--raw", action="store_true", help="print every window's result (predict --windows schema), gate off")
+    run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default: logging.level")
+    run.set_defaults(func=cmd_run)
+
+    devices = sub.add_parser("devices", parents=[sub_common], help="list audio input devices")
+    devices.set_defaults(func=cmd_devices)
+
+    from . import install  # the service installer (edge/install.py)
+
+    installer = sub.add_parser("install-service", parents=[sub_common], help=install.HELP, description=install.__doc__)
+    install.configure_parser(installer)
+    installer.set_defaults(func=install.cmd_install)
     return parser
 
 
@@ -63,6 +85,70 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         print(json.dumps(result.to_dict(with_windows=args.windows)), flush=True)
     return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+    import signal
+
+    from .config import load_settings
+    from .daemon import Daemon
+    from .model import EmotionModel
+    from .sources import open_source
+
+    settings = load_settings(args.config)
+    audio = settings.audio
+    audio = dataclasses.replace(audio, source=args.source or audio.source, device=args.device or audio.device)
+    mqtt = dataclasses.replace(settings.mqtt, mode=args.mqtt or settings.mqtt.mode)
+    settings = dataclasses.replace(settings, audio=audio, mqtt=mqtt)
+    logging.basicConfig(level=args.log_level or settings.logging.level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = EmotionModel.load(args.model or settings.model.path or None, threads=settings.model.threads)
+    source = open_source(audio.source, model.bundle.features.sample_rate, device=audio.device,
+                         capture_rate=audio.capture_rate, block_seconds=audio.block_seconds,
+                         queue_seconds=audio.queue_seconds, fast=args.fast)
+    daemon = Daemon(settings, model, source, _publisher(settings, model, raw=args.raw), raw=args.raw)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: daemon.stop())
+    return daemon.run()
+
+
+def _publisher(settings, model, raw: bool):
+    import logging
+    import os
+    import socket
+
+    from .daemon import StdoutPublisher
+
+    m = settings.mqtt
+    if m.mode == "auto":
+        try:
+            socket.create_connection((m.host, m.port), timeout=2).close()
+        except OSError as exc:
+            logging.getLogger("edge.cli").warning("no MQTT broker at %s:%d (%s): printing states to stdout",
+                                                  m.host, m.port, exc)
+            return StdoutPublisher(states=not raw)
+    elif m.mode == "off":
+        return StdoutPublisher(states=not raw)
+    from .mqtt import MqttPublisher
+
+    state_dir = Path(m.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+                     or Path.home() / ".local" / "state" / "moodmic")
+    return MqttPublisher(m, labels=model.labels, model_name=model.bundle.name, model_sha=model.bundle.tflite_sha256,
+                         spool_path=state_dir / "spool.jsonl")
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from .sources import list_input_devices
+
+    devices = list_input_devices()
+    if not devices:
+        print("no audio input devices found (is a microphone plugged in? is the user in group 'audio'?)")
+    for d in devices:
+        mark = "*" if d["default"] else " "
+        print(f"{mark} {d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['default_rate']:.0f} Hz)")
+    return EXIT_OK
 
 
 def _error(exc: MoodmicError) -> None:

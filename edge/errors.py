@@ -10,8 +10,10 @@ EXIT_OK = 0
 EXIT_USAGE = 2  # bad command line
 EXIT_DATAERR = 65  # bad input data (audio that is empty, corrupt, silent, ...)
 EXIT_NOINPUT = 66  # an input file that does not exist
+EXIT_UNAVAILABLE = 69  # this platform cannot run the service (not Linux, no systemd, old Python)
 EXIT_SOFTWARE = 70  # a tool we drive failed (the TFLite converter crashed, a parity gate failed)
 EXIT_TEMPFAIL = 75  # a temporary fault worth retrying (e.g. a dead microphone)
+EXIT_NOPERM = 77  # needs root
 EXIT_CONFIG = 78  # bad configuration, credentials or model bundle
 
 
@@ -33,6 +35,16 @@ class BadAudioError(MoodmicError):
 
 class MissingInputError(MoodmicError):
     exit_code = EXIT_NOINPUT
+
+
+class UnsupportedPlatform(MoodmicError):
+    """Not Linux, no systemd, or a Python too old for moodmic."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class NotRoot(MoodmicError):
+    exit_code = EXIT_NOPERM
 
 
 class TemporaryFault(MoodmicError):

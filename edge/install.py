@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from . import __version__
-from .errors import EXIT_SOFTWARE, MoodmicError, UsageError
+from .errors import EXIT_SOFTWARE, MoodmicError, NotRoot, UnsupportedPlatform, UsageError
 
 HELP = "install the always-on systemd service (Raspberry Pi OS / Debian)"
 
@@ -44,19 +44,6 @@ RUN_SYSTEMD = Path("/run/systemd/system")  # exists only when systemd is PID 1
 HIDDEN_BY_PROTECT_HOME = ("/home", "/root", "/run/user")
 LAUNCHER_MARK = "# moodmic launcher written by `moodmic install-service --no-venv`"
 MIN_PYTHON = (3, 10)
-
-EX_UNAVAILABLE = 69  # sysexits.h: the platform cannot run the service
-EX_NOPERM = 77  # sysexits.h: needs root
-
-
-class UnsupportedPlatform(MoodmicError):
-    """Not Linux, no systemd, or a Python too old for moodmic."""
-
-    exit_code = EX_UNAVAILABLE
-
-
-class NotRoot(MoodmicError):
-    exit_code = EX_NOPERM
 
 
 class StepFailed(MoodmicError):
