@@ -13,7 +13,7 @@ pytestmark = pytest.mark.tensorflow
 
 from edge.features import FeatureParams  # noqa: E402
 from trainer.losses import FocalLoss  # noqa: E402
-from trainer.model import INPUT_NORM, build_model, load_keras_model  # noqa: E402
+from trainer.model import ARCHS, INPUT_NORM, build_model, load_keras_model  # noqa: E402
 
 P = FeatureParams()
 
@@ -63,3 +63,22 @@ def test_saved_model_reloads_with_custom_objects_and_batch1_clone_matches(tmp_pa
     clone = build_model("seed", 8, P, batch_size=1)
     clone.set_weights(again.get_weights())  # the normalisation statistics travel as weights
     np.testing.assert_allclose(np.concatenate([clone(x[i : i + 1]).numpy() for i in range(3)]), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_architecture_gives_probabilities_and_a_matching_batch1_clone(arch):
+    model = build_model(arch, 5, P)
+    x = np.random.default_rng(1).uniform(-80, 30, (2, P.n_frames, P.n_mels)).astype(np.float32)
+    probs = model(x, training=False).numpy()
+    assert probs.shape == (2, 5) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    one = build_model(arch, 5, P, batch_size=1)
+    one.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.concatenate([one(x[i : i + 1], training=False).numpy() for i in range(2)]), probs, atol=1e-5)
+
+
+def test_best_epoch_follows_the_monitored_quantity_and_keeps_the_first_of_equals():
+    from trainer.train import best_epoch
+
+    history = [{"epoch": 1, "val_loss": 1.0, "val_accuracy": 0.5}, {"epoch": 2, "val_loss": 0.8, "val_accuracy": 0.5},
+               {"epoch": 3, "val_loss": 0.9, "val_accuracy": 0.7}, {"epoch": 4, "val_loss": 0.8, "val_accuracy": 0.7}]
+    assert best_epoch(history, "val_loss") == 2 and best_epoch(history, "val_accuracy") == 3

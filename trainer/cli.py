@@ -20,7 +20,7 @@ from pathlib import Path
 from edge.errors import MoodmicError, UsageError
 
 from .splits import KINDS
-from .settings import RunSettings, get_setting, settings_for_resume, with_setting
+from .settings import MONITORS, RunSettings, get_setting, settings_for_resume, with_setting
 
 PROG = "moodmic-train"
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +55,7 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--batch-size", "fit.batch_size", {"type": int}, "windows per batch"),
     ("--lr", "fit.learning_rate", {"type": float}, "Adam learning rate"),
     ("--patience", "fit.patience", {"type": int}, "early stopping patience (epochs)"),
+    ("--monitor", "fit.monitor", {"choices": tuple(MONITORS)}, "validation quantity that stops, slows and picks the model"),
     ("--crops", "fit.crops", {"type": int}, "random window crops per training row per epoch"),
     ("--oversample", "fit.oversample", {"action": argparse.BooleanOptionalAction}, "oversample minority classes (training only)"),
 ]

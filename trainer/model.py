@@ -83,7 +83,8 @@ def _tiny_lstm(x, n_labels: int):
     x = L.Conv1D(16, 5, strides=4, activation="relu")(x)
     x = L.LayerNormalization()(x)
     x = L.Bidirectional(L.LSTM(16, return_sequences=True))(x)
-    x = SeqSelfAttention(attention_activation="sigmoid", units=8)(x)
+    with _quiet_attention():
+        x = SeqSelfAttention(attention_activation="sigmoid", units=8)(x)
     x = L.GlobalAveragePooling1D()(x)
     return L.Dense(n_labels, activation="softmax")(x)
 
@@ -111,6 +112,7 @@ def batched_infer(model: keras.Model, batch_size: int = 256) -> Callable:
     """An edge.predict `infer`: (N, n_frames, n_mels) windows -> (N, n_labels) probabilities."""
 
     def infer(x):
-        return np.concatenate([model(x[i : i + batch_size], training=False).numpy() for i in range(0, len(x), batch_size)])
+        # predict_on_batch runs the compiled graph: ~3x faster than an eager call on a few windows.
+        return np.concatenate([model.predict_on_batch(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
     return infer

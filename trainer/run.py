@@ -58,10 +58,10 @@ from edge.errors import ConfigError, MissingInputError, UsageError
 from edge.features import FeatureParams, Frontend
 
 from .cache import FeatureCache, default_cache_dir
-from .corpus import Corpus, load_corpus, write_manifest
+from .corpus import Clip, Corpus, load_corpus, write_manifest
 from .evaluate import HEADLINE, evaluate, score, write_predictions
 from .settings import SETTINGS_FILE, RunSettings
-from .splits import make_split
+from .splits import Split, make_split
 
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
@@ -112,7 +112,7 @@ def _start(run_dir: Path, settings: RunSettings, resume: bool, params: FeaturePa
         f.write(_command(argv) + "\n")
 
 
-def _check_sides(corpus: Corpus, split) -> None:
+def _check_sides(corpus: Corpus, split: Split) -> None:
     for part in ("train", "val", "test"):
         if not split.clips(corpus, part):
             raise UsageError(f"the {part} split is empty; the corpus has too few speakers or clips for this split")
@@ -141,57 +141,25 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
     split = make_split(corpus, settings.split, settings.seed)
     _check_sides(corpus, split)
     _start(run_dir, settings, resume, params, argv)
-    manifest = io.StringIO()
-    write_manifest(manifest, corpus, split.part_of)
-    manifest_path = run_dir / "manifest.csv"
-    if resume and manifest_path.is_file() and manifest_path.read_text(encoding="utf-8") != manifest.getvalue():
-        raise ConfigError(f"{settings.data}: the corpus or its split changed since {run_dir} started; start a new run")
-    manifest_path.write_text(manifest.getvalue(), encoding="utf-8")
+    _write_used_manifest(run_dir, corpus, split, resume)
+    sides = {part: split.clips(corpus, part) for part in ("train", "val", "test")}
+    print(f"{len(corpus.usable)} clips, labels {', '.join(corpus.labels)}; {settings.split.kind} split, fold "
+          f"{settings.split.fold}: " + "; ".join(f"{p} {len(c)} clips" for p, c in sides.items()), file=sys.stderr)
 
     frontend = Frontend(params)
     hop = params.hop_frames(settings.eval_hop_s)
-    labels = corpus.labels
-    train, val, test = (split.clips(corpus, p) for p in ("train", "val", "test"))
-    print(f"{len(corpus.usable)} clips, labels {', '.join(labels)}; split {settings.split.kind} fold {settings.split.fold}: "
-          + "; ".join(f"{p} {len(c)} clips" for p, c in (("train", train), ("val", val), ("test", test))), file=sys.stderr)
-
-    from .data import build_training_data
-    from .train import fit, load_state
-
-    cache = FeatureCache(settings.cache or default_cache_dir(), frontend)
-    data = build_training_data(train, val, labels, frontend, cache, settings.augment, hop, settings.seed,
-                               settings.fit.oversample, settings.fit.crops)
-    data.write_fit_items(run_dir / "fit_items.csv")
-
-    state = load_state(run_dir) if resume else None
-    model = None
-    if state is None:
-        models.keras.utils.set_random_seed(settings.seed)
-        model = models.build_model(settings.arch, len(labels), params)
-        model.get_layer(models.INPUT_NORM).adapt(data.crop_sample(2048, settings.seed))
-        models.compile_model(model, settings.fit.learning_rate, settings.fit.focal_gamma)
-    result = fit(model, data, settings.fit, run_dir, settings.seed, state)
-
+    data, result = _train(run_dir, settings, corpus.labels, sides, frontend, hop, resume)
     best = models.load_keras_model(result.best_model, compile=False)
     best.save(run_dir / KERAS_MODEL)
-    infer = models.batched_infer(best)
-    scored = {part: (clips, score(clips, frontend, hop, infer, labels, part)) for part, clips in (("val", val), ("test", test))}
-    metrics = {"labels": list(labels), "split": split.describe(corpus)}
-    metrics.update({part: evaluate(clips, results, labels) for part, (clips, results) in scored.items()})
-    _write_json(run_dir / "metrics.json", metrics)
-    write_predictions(run_dir / "predictions.csv", scored, labels)
+    metrics = _evaluate(run_dir, models.batched_infer(best), corpus, split, sides, frontend, hop)
 
-    from . import report
+    from .report import model_card, plot_history
 
-    (run_dir / "classification_report.txt").write_text(report.classification_text(scored, labels), encoding="utf-8")
-    report.plot_confusion(metrics["test"]["all"]["confusion"], labels, run_dir / "confusion_matrix.png", "test")
-    report.plot_confusion(metrics["val"]["all"]["confusion"], labels, run_dir / "confusion_matrix_val.png", "validation")
-    report.plot_history(result.history, run_dir / "training_curves.png")
-
+    plot_history(result.history, run_dir / "training_curves.png")
     run = {
         "format_version": FORMAT_VERSION,
         "name": run_dir.name,
-        "labels": list(labels),
+        "labels": list(corpus.labels),
         "features": params.to_dict(),
         "eval_hop_s": settings.eval_hop_s,
         "input_layout": INPUT_LAYOUT,
@@ -216,7 +184,54 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "moodmic_version": __version__,
     }
-    (run_dir / "model_card.md").write_text(report.model_card(run), encoding="utf-8")
+    (run_dir / "model_card.md").write_text(model_card(run), encoding="utf-8")
     _write_json(run_dir / RUN_FILE, run)
     print(f"{run_dir}: test " + ", ".join(f"{k} {metrics['test']['all'][k]:.3f}" for k in HEADLINE), file=sys.stderr)
     return run
+
+
+def _write_used_manifest(run_dir: Path, corpus: Corpus, split: Split, resume: bool) -> None:
+    text = io.StringIO()
+    write_manifest(text, corpus, split.part_of)
+    path = run_dir / "manifest.csv"
+    if resume and path.is_file() and path.read_text(encoding="utf-8") != text.getvalue():
+        raise ConfigError(f"{corpus.root}: the corpus or its split changed since {run_dir} started; start a new run")
+    path.write_text(text.getvalue(), encoding="utf-8")
+
+
+def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides: dict[str, list[Clip]],
+           frontend: Frontend, hop: int, resume: bool):
+    """Build the training arrays, then fit a new model or continue the saved one."""
+    from . import model as models
+    from .data import build_training_data
+    from .train import fit, load_state
+
+    cache = FeatureCache(settings.cache or default_cache_dir(), frontend)
+    data = build_training_data(sides["train"], sides["val"], labels, frontend, cache, settings.augment, hop,
+                               settings.seed, settings.fit.oversample, settings.fit.crops)
+    data.write_fit_items(run_dir / "fit_items.csv")
+    state = load_state(run_dir) if resume else None
+    model = None
+    if state is None:
+        models.keras.utils.set_random_seed(settings.seed)
+        model = models.build_model(settings.arch, len(labels), frontend.params)
+        model.get_layer(models.INPUT_NORM).adapt(data.crop_sample(2048, settings.seed))
+        models.compile_model(model, settings.fit.learning_rate, settings.fit.focal_gamma)
+    return data, fit(model, data, settings.fit, run_dir, settings.seed, state)
+
+
+def _evaluate(run_dir: Path, infer, corpus: Corpus, split: Split, sides: dict[str, list[Clip]], frontend: Frontend,
+              hop: int) -> dict[str, Any]:
+    """Score the validation and test clips as whole files; write metrics, predictions and reports."""
+    from .report import classification_text, plot_confusion
+
+    labels = corpus.labels
+    scored = {part: (sides[part], score(sides[part], frontend, hop, infer, labels, part)) for part in ("val", "test")}
+    metrics = {"labels": list(labels), "split": split.describe(corpus)}
+    metrics.update({part: evaluate(clips, results, labels) for part, (clips, results) in scored.items()})
+    _write_json(run_dir / "metrics.json", metrics)
+    write_predictions(run_dir / "predictions.csv", scored, labels)
+    (run_dir / "classification_report.txt").write_text(classification_text(scored, labels), encoding="utf-8")
+    plot_confusion(metrics["test"]["all"]["confusion"], labels, run_dir / "confusion_matrix.png", "test")
+    plot_confusion(metrics["val"]["all"]["confusion"], labels, run_dir / "confusion_matrix_val.png", "validation")
+    return metrics

@@ -17,6 +17,7 @@ from .augment import AugmentSettings
 from .splits import SplitSettings
 
 SETTINGS_FILE = "settings.json"
+MONITORS = {"val_loss": "min", "val_accuracy": "max"}  # validation quantities fit() may watch, and their better direction
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class FitSettings:
     lr_patience: int = 4  # ReduceLROnPlateau: epochs without a better validation loss
     lr_factor: float = 0.5
     min_lr: float = 1e-5
+    monitor: str = "val_loss"  # watched by EarlyStopping, ReduceLROnPlateau and ModelCheckpoint (MONITORS)
     crops: int = 1  # random window crops per training row per epoch
     oversample: bool = True  # repeat minority-class items (training split only)
 

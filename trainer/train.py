@@ -25,14 +25,13 @@ import tf_keras as keras
 
 from .data import TrainingData
 from .model import load_keras_model
-from .settings import FitSettings
+from .settings import MONITORS, FitSettings
 
 CHECKPOINTS = "checkpoints"
 LAST = "last"
 STATE = "state.json"
 HISTORY = "history.csv"
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
-MONITOR = "val_loss"
 
 
 @dataclass(frozen=True)
@@ -73,8 +72,9 @@ _TRACKED = {
 
 
 class Checkpointer(keras.callbacks.Callback):
-    def __init__(self, run_dir: Path, tracked: dict[str, keras.callbacks.Callback], state: dict | None):
+    def __init__(self, run_dir: Path, monitor: str, tracked: dict[str, keras.callbacks.Callback], state: dict | None):
         super().__init__()
+        self.monitor = monitor
         self.dir = run_dir / CHECKPOINTS
         self.run_dir = run_dir
         self.tracked = tracked
@@ -100,7 +100,7 @@ class Checkpointer(keras.callbacks.Callback):
             name: {a: _plain(getattr(cb, a)) for a in _TRACKED[name]} for name, cb in self.tracked.items()
         }
         self.save(with_model=True)
-        keep = best_checkpoint(self.dir, best_epoch(self.state["history"])).name
+        keep = best_checkpoint(self.dir, best_epoch(self.state["history"], self.monitor)).name
         for old in self.dir.glob("best-*.keras"):
             if old.name != keep:
                 old.unlink()
@@ -141,9 +141,10 @@ def read_history(path: Path) -> list[dict]:
         return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def best_epoch(history: list[dict]) -> int:
-    """The first epoch with the lowest validation loss: the one ModelCheckpoint saved last."""
-    return min(history, key=lambda r: r[MONITOR])["epoch"]  # min() keeps the first of equals, like its `<`
+def best_epoch(history: list[dict], monitor: str) -> int:
+    """The first epoch with the best monitored value: the one ModelCheckpoint saved last."""
+    sign = 1 if MONITORS[monitor] == "min" else -1
+    return min(history, key=lambda r: sign * r[monitor])["epoch"]  # min() keeps the first of equals, like its `<`
 
 
 def best_checkpoint(checkpoints: Path, epoch: int) -> Path:
@@ -162,11 +163,12 @@ def load_state(run_dir: Path) -> dict | None:
 def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: Path, seed: int, state: dict | None) -> FitResult:
     """Train `model` (or, with a saved `state`, the checkpointed model) and return the best epoch."""
     saved = Path(state.pop("_dir")) if state else None
-    early = keras.callbacks.EarlyStopping(monitor=MONITOR, patience=s.patience)
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor=MONITOR, factor=s.lr_factor, patience=s.lr_patience, min_lr=s.min_lr)
-    best = keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINTS / "best-{epoch:03d}.keras"), monitor=MONITOR, save_best_only=True)
+    watch = {"monitor": s.monitor, "mode": MONITORS[s.monitor]}
+    early = keras.callbacks.EarlyStopping(patience=s.patience, **watch)
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(factor=s.lr_factor, patience=s.lr_patience, min_lr=s.min_lr, **watch)
+    best = keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINTS / "best-{epoch:03d}.keras"), save_best_only=True, **watch)
     tracked = {"early_stopping": early, "reduce_lr": reduce_lr, "best_checkpoint": best}
-    checkpointer = Checkpointer(run_dir, tracked, state)
+    checkpointer = Checkpointer(run_dir, s.monitor, tracked, state)
     done = checkpointer.state["epochs_done"]
     if saved:
         write_history(run_dir / HISTORY, checkpointer.state["history"])  # drop rows of an epoch not saved
@@ -189,5 +191,5 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
         checkpointer.save(with_model=False)
     history = checkpointer.state["history"]
     stopped = checkpointer.state["callbacks"].get("early_stopping", {}).get("stopped_epoch", 0) > 0
-    epoch = best_epoch(history)
+    epoch = best_epoch(history, s.monitor)
     return FitResult(history, epoch, best_checkpoint(run_dir / CHECKPOINTS, epoch), stopped)
