@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", metavar="DIR", help="model bundle directory (default: model.path, else the shipped model)")
     run.add_argument("--source", metavar="SPEC", help="'mic' or 'file:PATH' (default: audio.source)")
     run.add_argument("--device", metavar="NAME|INDEX", help="input device (default: audio.device); see `moodmic devices`")
+    run.add_argument("--sample", action="store_true", help=f"replay the bundled sample ({SAMPLE.name}): a demo")
     run.add_argument("--fast", action="store_true", help="replay a file as fast as possible instead of in real time")
     run.add_argument("--mqtt", choices=("on", "off", "auto"),
                      help="on: publish (retry an absent broker); off: print states; auto: broker if reachable at start")
@@ -99,7 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     audio = settings.audio
-    audio = dataclasses.replace(audio, source=args.source or audio.source, device=args.device or audio.device)
+    source_spec = f"file:{SAMPLE}" if args.sample else args.source or audio.source
+    audio = dataclasses.replace(audio, source=source_spec, device=args.device or audio.device)
     mqtt = dataclasses.replace(settings.mqtt, mode=args.mqtt or settings.mqtt.mode)
     settings = dataclasses.replace(settings, audio=audio, mqtt=mqtt)
     logging.basicConfig(level=args.log_level or settings.logging.level, stream=sys.stderr,

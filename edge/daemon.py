@@ -30,6 +30,7 @@ from .sources import EndOfSource, Source
 
 _LOG = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.25  # how long one read waits for audio: bounds the reaction to SIGTERM
+END_WAIT_S = 5.0  # at the end of a file, how long to wait for the broker before spooling instead
 
 
 class Publisher(Protocol):
@@ -37,6 +38,7 @@ class Publisher(Protocol):
     def publish_state(self, msg: StateMessage) -> None: ...
     def publish_event(self, payload: dict) -> None: ...
     def publish_health(self, payload: dict) -> None: ...
+    def wait_connected(self, timeout: float) -> bool: ...
     def check(self) -> None: ...
     def stats(self) -> dict: ...
     def close(self, timeout: float = 2.0) -> None: ...
@@ -61,6 +63,9 @@ class StdoutPublisher:
 
     def publish_health(self, payload: dict) -> None:
         pass
+
+    def wait_connected(self, timeout: float) -> bool:
+        return True
 
     def check(self) -> None:
         pass
@@ -130,6 +135,10 @@ class Daemon:
                     chunk = self.source.read(READ_TIMEOUT_S)
                 except EndOfSource:
                     _LOG.info("end of %s", self.source.describe())
+                    # A replay can end before the broker answered: give it a moment, so the results
+                    # are delivered (or a refusal reported) rather than spooled.
+                    self.publisher.wait_connected(END_WAIT_S)
+                    self.publisher.check()
                     break
                 if chunk is None:
                     self._stalled(READ_TIMEOUT_S)

@@ -38,6 +38,7 @@ class Recorder:
         self.states, self.events, self.health, self.closed = [], [], [], False
 
     def start(self): pass
+    def wait_connected(self, timeout): return True
     def publish_state(self, msg): self.states.append(msg)
     def publish_event(self, payload): self.events.append(payload)
     def publish_health(self, payload): self.health.append(payload)
