@@ -1,7 +1,8 @@
 """moodmic-train end to end on a synthetic corpus (TensorFlow): artifacts, learning, leaks, resume, cv, evaluate.
 
 Runs use the `tiny` architecture so the whole file takes a minute or two on two cores; the seed
-architecture's shape is checked in test_trainer_model.py.
+architecture's shape is checked in test_trainer_model.py. The leak checks of a run directory's
+files also audit a real run: `MOODMIC_RUN_DIR=RUN pytest tests/test_trainer_run.py -k audit`.
 """
 
 from __future__ import annotations
@@ -128,29 +129,39 @@ def test_evaluation_scores_whole_files_through_predict_audio(actor_run):
         assert int(r["windows"]) == len(file_windows(frontend, load_audio(r["path"], 16000), hop))
 
 
-def _leaks(run_dir: Path, data, served: list[int], actor: bool) -> None:
+def check_run_dir(run_dir: Path) -> dict[str, set[str]]:
+    """The leak checks any finished run directory must pass on its own files; returns each side's sha256s."""
     manifest = rows(run_dir / "manifest.csv")
-    side = {p: {r["sha256"] for r in manifest if r["split"] == p} for p in ("train", "val", "test")}
-    speakers = {p: {r["speaker"] for r in manifest if r["split"] == p} for p in ("train", "val", "test")}
-    # duplicates: not used, and their audio sits on one side only
-    assert [r["split"] for r in manifest if r["duplicate_of"]] == [""]
+    parts = ("train", "val", "test")
+    side = {p: {r["sha256"] for r in manifest if r["split"] == p} for p in parts}
+    speakers = {p: {r["speaker"] for r in manifest if r["split"] == p} for p in parts}
+    # duplicates are not used, and no audio (by hash) is on two sides
+    assert {r["split"] for r in manifest if r["duplicate_of"]} <= {""}
     assert not (side["train"] & side["val"]) and not (side["train"] & side["test"]) and not (side["val"] & side["test"])
-    if actor:
-        split = json.loads((run_dir / "metrics.json").read_text())["split"]
-        actors = {p: set(split[p]["actors"]) for p in ("train", "val", "test")}
+    split = json.loads((run_dir / "metrics.json").read_text())["split"]
+    if split["kind"] == "actor":
+        actors = {p: set(split[p]["actors"]) for p in parts}
         assert actors == speakers
         assert not (actors["train"] & actors["val"]) and not (actors["train"] & actors["test"]) and not (actors["val"] & actors["test"])
-    # what fit() got, as listed in fit_items.csv ...
+    # what fit() got: training items from training clips only, augmented copies and repeats in training only
     items = rows(run_dir / "fit_items.csv")
     train_items = [r for r in items if r["part"] == "train"]
     val_items = [r for r in items if r["part"] == "val"]
+    assert {r["part"] for r in items} == {"train", "val"}
     assert {r["sha256"] for r in train_items} == side["train"]
     assert {r["sha256"] for r in val_items} == side["val"] and len(val_items) == len(side["val"])
-    assert all(r["copy"] == "0" and r["augmentation"] == "" for r in val_items)  # augmented copies: training only
+    assert all(r["copy"] == "0" and r["augmentation"] == "" for r in val_items)
+    windows = {(r["part"], r["path"]): int(r["windows"]) for r in rows(run_dir / "predictions.csv")}
+    assert all(int(r["rows_per_epoch"]) == windows["val", r["path"]] for r in val_items)  # each window once
+    return side
+
+
+def _leaks(run_dir: Path, data, served: list[int]) -> None:
+    side = check_run_dir(run_dir)
+    train_items = [r for r in rows(run_dir / "fit_items.csv") if r["part"] == "train"]
     assert {r["copy"] for r in train_items} == {"0", "1"}
-    per_epoch = Counter(int(r["rows_per_epoch"]) for r in train_items)
-    assert max(per_epoch) > 1  # oversampled, in training only
-    # ... and what it really got
+    assert max(int(r["rows_per_epoch"]) for r in train_items) > 1  # oversampled
+    # the arrays fit() really got are those fit_items.csv lists
     assert [(it.clip.sha256, it.copy) for it in data.items] == [(r["sha256"], int(r["copy"])) for r in train_items]
     assert {data.items[i].clip.sha256 for i in served} == side["train"]
     assert {c.sha256 for c in data.val_clips} == side["val"] and len(data.val_x) == sum(data.val_windows)
@@ -158,14 +169,19 @@ def _leaks(run_dir: Path, data, served: list[int], actor: bool) -> None:
 
 
 def test_no_leaks_under_the_actor_split(actor_run):
-    _leaks(*actor_run, actor=True)
+    _leaks(*actor_run)
 
 
 def test_no_leaks_under_the_stratified_split(stratified_run):
     run_dir = stratified_run[0]
-    _leaks(*stratified_run, actor=False)
+    _leaks(*stratified_run)
     split = json.loads((run_dir / "metrics.json").read_text())["split"]
     assert split["kind"] == "stratified" and set(split["train"]["actors"]) & set(split["test"]["actors"])
+
+
+@pytest.mark.skipif(not os.environ.get("MOODMIC_RUN_DIR"), reason="set MOODMIC_RUN_DIR=RUN to audit a real run directory")
+def test_audit_a_real_run_directory():
+    check_run_dir(Path(os.environ["MOODMIC_RUN_DIR"]))
 
 
 def test_a_killed_run_resumes_with_each_epoch_once(synth, cache, tmp_path, capsys):

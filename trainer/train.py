@@ -124,7 +124,8 @@ class Checkpointer(keras.callbacks.Callback):
 
 
 def _plain(value):
-    return float(value) if hasattr(value, "__float__") and not isinstance(value, int) else value
+    """A callback counter as a JSON number (they are numpy or Python scalars)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
@@ -134,11 +135,6 @@ def write_history(path: Path, rows: list[dict]) -> None:
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, path)
-
-
-def read_history(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def best_epoch(history: list[dict], monitor: str) -> int:
