@@ -55,7 +55,7 @@ class TrainingData:
         originals = np.array([i for i, item in enumerate(self.items) if item.copy == 0])
         rng = np.random.default_rng(seed)
         picks = rng.choice(originals, size=count, replace=len(originals) < count)
-        return np.stack([self.frames[i][s : s + self.n_frames] for i, s in zip(picks, self._starts(picks, rng))])
+        return self.windows(picks, self._starts(picks, rng))[0]
 
     def _starts(self, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         room = np.array([len(self.frames[i]) - self.n_frames + 1 for i in items])
