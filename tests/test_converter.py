@@ -124,7 +124,7 @@ def test_representative_folder_without_audio_is_a_clear_error(run_dir, tmp_path,
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no audio here")
-    code = convert([str(run_dir), "--out", str(tmp_path / "o"), "--rep-dir", str(tmp_path / "empty")])
+    code = convert([str(run_dir), "--out", str(tmp_path / "o"), "--mode", "int8", "--rep-dir", str(tmp_path / "empty")])
     assert code == EXIT_NOINPUT
     assert "holds no .wav/.flac/.ogg files" in capsys.readouterr().err
 
