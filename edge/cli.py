@@ -63,7 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
     installer = sub.add_parser("install-service", parents=[sub_common], help=install.HELP, description=install.__doc__)
     install.configure_parser(installer)
     installer.set_defaults(func=install.cmd_install)
+
+    from . import bench  # the benchmarks (edge/bench.py)
+
+    bencher = sub.add_parser("bench", parents=[sub_common], help=bench.HELP, description=bench.__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.configure_parser(bencher)
+    bencher.set_defaults(func=bench.cmd_bench)
+
+    app = sub.add_parser("app", parents=[sub_common], help="the web page: upload or record speech, see the emotion",
+                         description="Serve the web page (Streamlit, the app extra): upload or record speech and see "
+                                     "its emotion, probabilities, spectrogram and timeline, with the edge runtime.")
+    app.add_argument("--model", metavar="DIR", help="model bundle directory (default: model.path, else the shipped model)")
+    app.add_argument("--port", type=int, default=8501, metavar="N", help="TCP port (default: 8501)")
+    app.add_argument("--address", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for the LAN)")
+    app.set_defaults(func=cmd_app)
     return parser
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from .app_core import launch
+
+    launch(args.model, args.port, args.address, args.config)  # becomes streamlit: does not return
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
