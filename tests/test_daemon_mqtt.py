@@ -44,6 +44,12 @@ def speech_file(ravdess: Path, path: Path, clips: int, seed: int = 0) -> Path:
     return path
 
 
+def start_daemon(cfg: Path, wav: Path) -> subprocess.Popen:
+    """`moodmic run` replaying `wav` in real time, publishing to the broker `cfg` names."""
+    return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg), "--source", f"file:{wav}",
+                             "--mqtt", "on"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def payloads(rec: Recorder, topic: str) -> list[dict]:
     return [json.loads(m.payload) for m in rec.on(topic)]
 
@@ -138,8 +144,7 @@ def test_broker_outage_mid_replay_loses_nothing(broker, ravdess, tmp_path):
     rec = Recorder(broker, [f"{BASE}/state"]).start()
     wav = speech_file(ravdess, tmp_path / "speech.wav", clips=5, seed=1)
     cfg = config(tmp_path / "c.yaml", broker)
-    daemon = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg), "--source", f"file:{wav}",
-                               "--mqtt", "on"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    daemon = start_daemon(cfg, wav)
     assert rec.wait_for(lambda m: len(m) >= 2, 20)
     broker.stop()
     time.sleep(10)  # the daemon keeps producing heartbeats and changes meanwhile
@@ -158,8 +163,7 @@ def test_sigterm_during_an_outage_spools_and_the_next_start_delivers(broker, rav
     rec = Recorder(broker, [f"{BASE}/state"]).start()
     wav = speech_file(ravdess, tmp_path / "speech.wav", clips=4, seed=2)
     cfg = config(tmp_path / "c.yaml", broker)
-    daemon = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg), "--source", f"file:{wav}",
-                               "--mqtt", "on"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    daemon = start_daemon(cfg, wav)
     assert rec.wait_for(lambda m: len(m) >= 1, 20)
     broker.stop()
     time.sleep(4)  # heartbeats every second pile up in the daemon's queue
