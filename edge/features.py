@@ -22,6 +22,7 @@ from .errors import BundleError
 
 FEATURE_VERSION = 1
 RMS_FLOOR_DBFS = -120.0  # reported for exact digital silence instead of -inf
+_POWER_CAP = float(np.finfo(np.float32).max) / 4096  # a mel band sums far fewer bins than this
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class Frontend:
         return 0 if n_samples < p.n_fft else (n_samples - p.n_fft) // p.hop_length + 1
 
     def frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """All complete frames of `audio`: (log-mel (T, n_mels) float32, mean square (T,) float32)."""
+        """All complete frames of `audio`: (log-mel (T, n_mels) float32, mean square (T,) float64)."""
         p = self.params
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         count = self.n_frames_for(len(audio))
@@ -166,14 +167,15 @@ class Frontend:
         # The FFT runs in float64: in float32 its rounding shows as ~3e-3 dB on the weak bins of
         # pure tones; float64 matches librosa within 1e-5 dB and costs nothing noticeable.
         spectrum = np.fft.rfft(framed * self._window, axis=1)
-        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        # Capped so absurd but finite samples (a float file holding 1e24) give huge dB, not inf/NaN.
+        power = np.minimum(spectrum.real**2 + spectrum.imag**2, _POWER_CAP).astype(np.float32)
         # One product per frame (a stack of 1-row matmuls), so a frame's value never depends on
         # how many frames are computed together: batch and stream stay bit-identical.
         mel = np.matmul(power[:, None, :], self._mel_t)[:, 0, :]
         log_mel = 10.0 * np.log10(np.maximum(mel, p.amin)) - self._offset_db
         np.maximum(log_mel, p.floor_db, out=log_mel)
         mean_square = np.einsum("ij,ij->i", framed, framed, dtype=np.float64) / p.n_fft
-        return log_mel.astype(np.float32, copy=False), mean_square.astype(np.float32)
+        return log_mel.astype(np.float32, copy=False), mean_square
 
 
 def rms_dbfs(mean_square: np.ndarray | float) -> float:
