@@ -25,16 +25,15 @@ import numpy as np
 import soundfile as sf
 
 from .audio import load_audio
+from .config import AppSettings, Settings
 from .errors import BadAudioError, UnsupportedPlatform, UsageError
 from .features import clip_frames
 from .predict import predict_audio
 from .schema import FileResult
 
 APP_SCRIPT = Path(__file__).resolve().parent / "app.py"
-# Largest upload the page takes, MB (a 10-minute 44.1 kHz stereo WAV is 106 MB; FLAC halves it), until
-# the config has an `app.max_upload_mb` key (upload_limit_mb). The duration limit is audio.max_file_seconds.
-MAX_UPLOAD_MB = 100
-MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+# Upload limits are config: app.max_upload_mb (size) and audio.max_file_seconds (duration).
+DEFAULT_UPLOAD_MB = AppSettings().max_upload_mb
 # One TFLite interpreter serves every browser session (Streamlit runs each in its own thread) and an
 # interpreter must not be invoked from two threads at once.
 _INFERENCE_LOCK = threading.Lock()
@@ -81,9 +80,9 @@ class Analysis:
     playback_wav: bytes  # the analysed audio (mono, the model's rate) as 16-bit WAV
 
 
-def upload_limit_mb(settings: Any) -> int:
-    """The upload size limit: the config's `app.max_upload_mb` where the config has it, else MAX_UPLOAD_MB."""
-    return int(getattr(getattr(settings, "app", None), "max_upload_mb", MAX_UPLOAD_MB))
+def upload_limit_mb(settings: Settings) -> int:
+    """The upload size limit in MB (app.max_upload_mb)."""
+    return settings.app.max_upload_mb
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -97,7 +96,7 @@ def display_name(name: str | None) -> str:
 
 
 def analyse(data: bytes, name: str, model: Any, max_seconds: float | None,
-            max_bytes: int = MAX_UPLOAD_BYTES) -> Analysis:
+            max_bytes: int = DEFAULT_UPLOAD_MB << 20) -> Analysis:
     """Uploaded bytes -> the page's analysis. Raises MoodmicError (BadAudioError, MissingInputError)
     with the one-line message `moodmic predict` gives, naming the upload instead of a temp file."""
     name = display_name(name)
@@ -212,7 +211,7 @@ def conversion_mode(bundle: Any) -> str:
 # ---- `moodmic app` --------------------------------------------------------------------------------
 
 def streamlit_command(model: str | None, port: int, address: str, config: str | None = None,
-                      max_upload_mb: int = MAX_UPLOAD_MB) -> list[str]:
+                      max_upload_mb: int = DEFAULT_UPLOAD_MB) -> list[str]:
     """The `streamlit run` command line that serves the page."""
     script_args = []
     if model:

@@ -101,6 +101,11 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
+class AppSettings:
+    max_upload_mb: int = _opt(100, "largest upload the web page takes, MB", min=1, max=2000)
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
@@ -113,6 +118,7 @@ class Settings:
     gate: GateSettings = field(default_factory=GateSettings)
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    app: AppSettings = field(default_factory=AppSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 

@@ -205,7 +205,7 @@ def test_bad_uploads_show_the_message_moodmic_predict_gives(tmp_path):
 def test_size_limit(model, monkeypatch):
     with pytest.raises(BadAudioError, match=r"^big\.wav: is 2\.0 MB, over the 1 MB upload limit"):
         app_core.analyse(b"\0" * (2 << 20), "big.wav", model, 600.0, max_bytes=1 << 20)
-    assert app_core.upload_limit_mb(load_settings()) == app_core.MAX_UPLOAD_MB
+    assert app_core.upload_limit_mb(load_settings()) == app_core.DEFAULT_UPLOAD_MB
     monkeypatch.setattr(app_core, "upload_limit_mb", lambda settings: 1)  # as a config key would set it
     at = upload(app(), "big.wav", b"\0" * (2 << 20))
     assert [e.value for e in at.error] == ["big.wav: is 2.0 MB, over the 1 MB upload limit; upload a shorter "
@@ -294,7 +294,7 @@ def test_streamlit_command_and_cli_errors(tmp_path):
     assert cmd[:5] == [sys.executable, "-m", "streamlit", "run", str(APP)]
     for flag, value in (("--server.address", "127.0.0.1"), ("--server.port", "8600"), ("--server.headless", "true"),
                         ("--browser.gatherUsageStats", "false"),
-                        ("--server.maxUploadSize", str(app_core.MAX_UPLOAD_MB))):
+                        ("--server.maxUploadSize", str(app_core.DEFAULT_UPLOAD_MB))):
         assert cmd[cmd.index(flag) + 1] == value
     assert cmd[-3:] == ["--", "--model", str(TINY_INT8.resolve())]
     assert "--" not in app_core.streamlit_command(None, 8501, "127.0.0.1")
