@@ -1,0 +1,99 @@
+"""`moodmic bench`: the command works and its table is complete and sane (no timing assertions)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_moodmic
+
+ROWS = ("1", "2", "3", "4", "5", "6")
+TF_ROWS = ("1", "2", "3", "5")  # need TensorFlow (rows 3 and 5 to convert the seed model)
+HAVE_TF = all(importlib.util.find_spec(m) for m in ("tensorflow", "tf_keras", "keras_self_attention", "librosa"))
+
+
+def table_rows(markdown: str) -> dict[str, str]:
+    """The main results table: row number -> the whole Markdown line."""
+    section = markdown.split("## Results", 1)[1].split("Wall time", 1)[0]
+    return {m.group(1): m.group(0) for m in re.finditer(r"^\| ([1-6]) \|.*$", section, re.M)}
+
+
+def check_measured(row: dict, key: str) -> None:
+    assert row["ok"], (key, row["skipped"])
+    assert 5 < row["peak_rss_mb"] < 4000, (key, row["peak_rss_mb"])  # MB, not kB or bytes
+    assert row["cpu_s_per_min"] > 0 and row["process_cpu_s"] > 0 and row["process_wall_s"] > 0
+    if key == "6":
+        assert row["windows"] > 0 and row["inferred"] == row["windows"] and row["gated"] == 0  # gate off
+        assert row["windows_per_s"] > 0 and row["audio_s"] > 20
+        assert 0 < row["start_to_listening_s"] < 60
+    else:
+        for part in ("feat_cpu", "inf_cpu", "total_cpu", "feat_wall", "inf_wall", "total_wall"):
+            assert 0 < row[part]["median"] <= row[part]["p95"] <= row[part]["max"], (key, part, row[part])
+        assert row["windows"] >= 5 and row["total_cpu"]["mean"] > 0
+        assert 0 < row["import_load_s"] < 120 and row["model_bytes"] > 100_000
+
+
+def run_bench(tmp_path: Path, *extra: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, str, dict]:
+    out, js = tmp_path / "BENCH.md", tmp_path / "bench.json"
+    proc = run_moodmic("bench", "--quick", "--out", str(out), "--json", str(js), *extra, env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, out.read_text(), json.loads(js.read_text())
+
+
+@pytest.mark.tensorflow
+@pytest.mark.skipif(not HAVE_TF, reason="the upstream rows need the train extra (TensorFlow)")
+def test_quick_bench_has_every_row_with_sane_numbers(ravdess, tmp_path):
+    proc, md, data = run_bench(tmp_path)
+    rows = table_rows(md)
+    assert sorted(rows) == list(ROWS), md
+    for key in ROWS:
+        check_measured(data["rows"][key], key)
+        assert "skipped" not in rows[key] and "FAILED" not in rows[key]
+        assert re.search(r"\| \d+ MB \|", rows[key]) or re.search(r"\*\*\d+ MB\*\*", rows[key]), rows[key]
+    # The upstream stack carries TensorFlow; the edge rows do not.
+    assert data["rows"]["1"]["peak_rss_mb"] > data["rows"]["4"]["peak_rss_mb"]
+    assert data["cpu_per_min_ratio_row1_over_daemon"] > 0
+    assert "## Acceptance" in md and "## Raspberry Pi: an estimate" in md and "## aarch64 and armv7l" in md
+    assert "M multiply-accumulates per window" in md
+    assert "| 1 |" in proc.stdout and "written to" in proc.stdout  # the table on stdout too
+
+
+def test_quick_bench_without_tensorflow_skips_the_upstream_rows_with_a_note(ravdess, tmp_path):
+    _, md, data = run_bench(tmp_path, env={"MOODMIC_BENCH_NO_TF": "1"})
+    rows = table_rows(md)
+    assert sorted(rows) == list(ROWS), md  # every row is still in the table
+    for key in TF_ROWS:
+        assert not data["rows"][key]["ok"]
+        assert "skipped" in rows[key] and "TensorFlow" in rows[key], rows[key]
+    for key in ("4", "6"):  # the shipped path needs no TensorFlow
+        check_measured(data["rows"][key], key)
+    assert "not measured" in md.split("## Acceptance", 1)[1]  # no row 1, no ratio: said, not invented
+    assert data["cpu_per_min_ratio_row1_over_daemon"] is None
+
+
+def test_macs_of_the_shipped_graph_match_the_architecture():
+    from edge.bench_rows import count_macs
+    from edge.bundle import load_bundle
+
+    macs = count_macs(load_bundle().tflite_path.read_bytes())["by_op"]
+    # Seed architecture on (130, 128): Conv1D 128 k5, pool, 256 k3, pool, 512 k3; BiLSTM 128 on 16 steps.
+    conv = 130 * 5 * 128 * 128 + 65 * 3 * 128 * 256 + 32 * 3 * 256 * 512
+    lstm = 2 * 16 * 4 * 128 * (512 + 128)
+    assert macs["CONV_2D"] == conv
+    assert macs["UNIDIRECTIONAL_SEQUENCE_LSTM"] == lstm
+    assert macs["FULLY_CONNECTED"] >= 256 * 256 + 256 * 128 + 128 * 8
+
+
+def test_peak_rss_is_the_childs_own_not_inherited_from_the_parent():
+    # Linux keeps the pre-exec high-water mark in ru_maxrss: a big parent would make every child look big.
+    code = "import numpy as np; from edge.bench import run_child; import sys; big = np.ones(40_000_000); " \
+           "c = run_child([sys.executable, '-c', 'pass']); print(c.maxrss_mb, c.rc)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    peak, rc = proc.stdout.split()
+    assert rc == "0" and 0 < float(peak) < 60, proc.stdout + proc.stderr  # the parent holds > 300 MB
