@@ -188,6 +188,8 @@ def load_settings(explicit: str | os.PathLike | None = None) -> Settings:
     if path is None:
         return Settings()
     try:
+        if path.stat().st_mode & 0o002:  # anyone could point the service at another broker or model
+            raise ConfigError(f"config file {path} is writable by every user; run: chmod o-w {path}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; fix --config or ${ENV_CONFIG}") from None

@@ -156,7 +156,7 @@ class MicSource(Source):
         sd = _sounddevice()
         self.rate = target_rate
         self.overruns = 0
-        self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=max(1, int(queue_seconds / block_seconds)))
+        self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=max(1, round(queue_seconds / block_seconds)))
         index = find_input_device(device)
         try:
             info = sd.query_devices(index, "input")

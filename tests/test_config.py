@@ -79,6 +79,16 @@ def test_lookup_order(tmp_path, monkeypatch):
     assert load_settings(None).model.threads == 2
 
 
+def test_a_config_anyone_can_write_is_refused(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  threads: 2\n")
+    cfg.chmod(0o666)
+    with pytest.raises(ConfigError, match=f"config file {cfg} is writable by every user; run: chmod o-w {cfg}"):
+        load_settings(cfg)
+    cfg.chmod(0o644)
+    assert load_settings(cfg).model.threads == 2
+
+
 def test_missing_and_unparsable_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "none.yaml")

@@ -80,3 +80,27 @@ def test_mic_path_gives_the_windows_of_the_file_path(pulse, tmp_path):
         if top2[1] - top2[0] > 2 * PROB_TOLERANCE:  # a near-tie may flip; anything clearer may not
             assert h["label"] == r["label"]
         assert abs(h["rms_dbfs"] - r["rms_dbfs"]) < 0.5
+
+
+def test_a_device_vanishing_mid_stream_is_a_dead_microphone(pulse, tmp_path):
+    """Unplugging: the capture device disappears while the daemon reads it -> exit 75 (systemd restarts)."""
+    env, _ = pulse
+    fifo = tmp_path / "gone.fifo"
+    module = subprocess.run(["pactl", "load-module", "module-pipe-source", "source_name=gone", f"file={fifo}",
+                             "format=s16le", "rate=16000", "channels=1"], env=env, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    mic = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--model", str(TINY_FLOAT), "--source", "mic",
+                            "--device", "pulse", "--mqtt", "off", "--raw"], cwd=REPO,
+                           env={**env, "PULSE_SOURCE": "gone"}, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    audio = (np.clip(speechlike(4.0, seed=12), -1, 1) * 32767).astype("<i2").tobytes()
+    with open(fifo, "wb") as f:
+        f.write(audio)
+        f.flush()
+        time.sleep(1.0)
+        subprocess.run(["pactl", "unload-module", module], env=env, check=True)
+    t0 = time.monotonic()
+    out, err = mic.communicate(timeout=30)
+    assert mic.returncode == 75 and "stopped or was unplugged" in err, err
+    assert time.monotonic() - t0 < 10  # dead_after_seconds (5 s) plus start-up slack
+    assert len(out.splitlines()) >= 1  # it was really listening before the device went
