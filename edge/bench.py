@@ -194,7 +194,19 @@ def machine() -> dict[str, Any]:
                 mem_mb = int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return {"cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    commit = ""
+    if (REPO / ".git").exists():
+        try:
+            git = ["git", "-C", str(REPO)]
+            commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                    timeout=10).stdout.strip()
+            dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                   text=True, timeout=10).stdout.strip()
+            if commit and dirty:
+                commit += f" + uncommitted changes in {len(dirty.splitlines())} tracked files"
+        except (OSError, subprocess.SubprocessError):
+            commit = ""
+    return {"cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(), "commit": commit,
             "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "memory_mb": mem_mb, "machine": platform.machine(), "kernel": platform.release(),
             "python": platform.python_version(), "moodmic": moodmic_version, "packages": versions}
@@ -414,6 +426,15 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     rows["6"].child, rows["6"].data = measure_daemon(wav, speech["seconds"], hop, False, args.model, work)
     gate_on = measure_daemon(wav, speech["seconds"], hop, True, args.model, work)
     out["daemon_gate_on"] = {"child": gate_on[0], "data": gate_on[1]}
+    # The daemon's start-up cost: the same command on one window's worth of audio. Subtracting it gives
+    # the steady state of a daemon that runs all day.
+    short = work / "one-window.wav"
+    short_s = write_speech(data_dir, params.window_seconds + 0.2, short, params.sample_rate)["seconds"]
+    start_child, start_data = measure_daemon(short, short_s, hop, False, args.model, work)
+    if rows["6"].ok and start_child.rc == 0:
+        d6 = rows["6"].data
+        d6["startup_cpu_s"] = start_child.cpu_s
+        d6["steady_cpu_s_per_min"] = max(0.0, rows["6"].child.cpu_s - start_child.cpu_s) / ((speech["seconds"] - short_s) / 60.0)
 
     # The yardstick for the Raspberry Pi estimate: MACs of the graphs, MobileNetV2 on this machine.
     yard = {"kind": "yardstick", "tflites": {"dynamic (shipped)": str(bundle.path / "model.tflite"),
