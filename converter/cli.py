@@ -5,6 +5,12 @@ Reads the trainer's run directory (run.json + the Keras model), recomputes repre
 converts in a child process per mode, checks the graph is builtin-only, measures parity with the
 Keras model through the daemon's interpreter wrapper, refuses a bundle that fails the gate, and
 writes the bundle with its figures. Several `--mode`s write one bundle each under --out/<mode>.
+
+A model that outputs logits (trainer `--logits`) gets a bundle of output kind "logits" with the
+temperature of `--calibration` (`moodmic-train calibrate` writes it; 1.0 without), which
+edge.model applies as softmax(logits / T); parity compares softmax(logits) of both models. A run
+trained on every clip has no validation side: `--parity-side train` runs the gate on the windows
+of the training clips instead, and the bundle says so (conversion.parity_side).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge.errors import ConversionError, MoodmicError
+from edge.errors import ConfigError, ConversionError, MoodmicError
 
 from . import build, graph, parity, representative
 from .run_dir import load_run
@@ -40,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ua-drop", type=float, default=parity.MAX_UA_DROP,
                    help=f"largest unweighted-accuracy loss allowed (default {parity.MAX_UA_DROP})")
     p.add_argument("--name", help="bundle name (default: moodmic-<arch>-<mode>)")
+    p.add_argument("--parity-side", choices=("val", "train"), default="val",
+                   help="clips the parity gate runs on: the validation side (default) or, for a run trained on "
+                        "every clip, the training side")
+    p.add_argument("--calibration", type=Path,
+                   help="calibration.json of moodmic-train calibrate: its temperature goes into a logits bundle")
     return p
 
 
@@ -49,7 +60,8 @@ def convert_run(args: argparse.Namespace) -> tuple[list[parity.Parity], list[Con
     from edge.features import Frontend
     from edge.interpreter import TFLiteModel
 
-    run = load_run(args.run_dir, args.data)
+    run = load_run(args.run_dir, args.data, args.parity_side)
+    calibration = _calibration(args.calibration, run.outputs_logits)
     frontend = Frontend(run.features)
     hop = run.features.hop_frames(run.eval_hop_s)
     modes = args.mode or [DEFAULT_MODE]
@@ -61,14 +73,19 @@ def convert_run(args: argparse.Namespace) -> tuple[list[parity.Parity], list[Con
             by_label = representative.windows_by_label(run.train_clips, frontend, hop)
             rep = representative.select(by_label, frontend, args.rep_size, args.rep_seed)
         print(f"representative set: {len(rep)} windows from the training side", file=sys.stderr)
-    val = run.validation_audio()
-    keras_infer = _memoized(run.keras_infer())  # every mode is compared with the same Keras outputs
+    val = run.side_audio(args.parity_side)
+    print(f"parity gate on the {'validation' if args.parity_side == 'val' else 'training'} side: {len(val)} clips",
+          file=sys.stderr)
+    keras_infer = _memoized(run.keras_infer())  # every mode is compared with the same Keras outputs (probabilities)
     rows, failures = [], []
     for mode in modes:
         tflite = build.convert(run.run_dir, mode, rep if mode == "int8" else None)
         ops = graph.op_names(tflite)
         graph.check_builtin_only(ops)
-        figures = parity.measure(mode, tflite, keras_infer, TFLiteModel(tflite).run, val, frontend, hop, run.labels)
+        tflite_infer = TFLiteModel(tflite).run
+        if run.outputs_logits:
+            tflite_infer = _softmaxed(tflite_infer)
+        figures = parity.measure(mode, tflite, keras_infer, tflite_infer, val, frontend, hop, run.labels)
         rows.append(figures)
         print(parity.table([figures]).splitlines()[-1], file=sys.stderr)
         try:
@@ -81,7 +98,12 @@ def convert_run(args: argparse.Namespace) -> tuple[list[parity.Parity], list[Con
         write_bundle(
             out, tflite, name=args.name or f"moodmic-{run.arch}-{mode}", labels=run.labels, features=run.features,
             eval_hop_s=run.eval_hop_s, license=LICENSE,
+            output_kind="logits" if run.outputs_logits else "probabilities",
+            temperature=calibration["temperature"] if calibration else 1.0,
             conversion={"mode": mode, "ops": sorted(set(ops)), "parity": figures.to_dict(),
+                        "parity_side": {"val": "validation clips of the run", "train": "training clips of the run (it has "
+                                        "no validation side): agreement with Keras, not held-out accuracy"}[args.parity_side],
+                        "calibration": calibration or {},
                         "representative": {"windows": 0 if rep is None else len(rep), "seed": args.rep_seed,
                                            "source": str(args.rep_dir) if args.rep_dir else "training split"},
                         "gate": {"min_agreement": args.min_agreement, "max_ua_drop": args.max_ua_drop}},
@@ -89,6 +111,26 @@ def convert_run(args: argparse.Namespace) -> tuple[list[parity.Parity], list[Con
         )
         print(f"wrote {out}", file=sys.stderr)
     return rows, failures
+
+
+def _calibration(path: Path | None, logits: bool) -> dict | None:
+    if path is None:
+        return None
+    if not logits:
+        raise ConfigError(f"--calibration {path}: the run's model outputs probabilities; a temperature needs a logits model")
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if float(data["temperature"]) <= 0:
+            raise ValueError("temperature must be > 0")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--calibration {path}: not a calibration.json of moodmic-train calibrate ({exc})") from exc
+    return {**data, "source": str(path)}
+
+
+def _softmaxed(infer):
+    from edge.model import softmax
+
+    return lambda x: softmax(infer(x))
 
 
 def _memoized(infer):

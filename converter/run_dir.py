@@ -1,7 +1,8 @@
 """The converter's view of a trainer run directory (format: trainer/run.py).
 
 Which clips are training (representative windows) and validation (parity) comes from the run's
-manifest.csv, so the converter sees exactly the split the trainer used. With `--data DIR` the
+manifest.csv (a run of split `all` has no validation side: parity then runs on the training clips,
+`--parity-side train`), so the converter sees exactly the split the trainer used. With `--data DIR` the
 corpus is read from DIR instead (moved or re-copied data) and each clip keeps the split of the
 recording with the same sha256 in the run's manifest.
 """
@@ -34,8 +35,18 @@ class RunInputs:
     train_clips: list[tuple[Path, str]]  # (audio file, label)
     val_clips: list[tuple[Path, str]]
 
+    @property
+    def outputs_logits(self) -> bool:
+        """The model ends without softmax (settings.model.logits): its bundle's output kind is "logits"."""
+        return bool((self.run.get("settings", {}).get("model") or {}).get("logits", False))
+
     def validation_audio(self) -> list[tuple[np.ndarray, int]]:
-        return [(load_audio(p, self.features.sample_rate), self.labels.index(label)) for p, label in self.val_clips]
+        return self.side_audio("val")
+
+    def side_audio(self, side: str) -> list[tuple[np.ndarray, int]]:
+        """(audio, label index) of every clip of the run's `side` ("val" or "train")."""
+        clips = self.val_clips if side == "val" else self.train_clips
+        return [(load_audio(p, self.features.sample_rate), self.labels.index(label)) for p, label in clips]
 
     def keras_infer(self):
         from trainer.model import batched_infer, load_keras_model
@@ -44,7 +55,7 @@ class RunInputs:
 
     def training_summary(self) -> dict[str, Any]:
         """What the bundle records about training: run name, data, split with actor lists, seed, metrics."""
-        keep = ("name", "arch", "parameters", "data", "split", "seed", "metrics", "training", "created_utc")
+        keep = ("name", "arch", "parameters", "data", "split", "seed", "metrics", "training", "created_utc", "members", "cv")
         return {k: self.run[k] for k in keep if k in self.run}
 
 
@@ -59,7 +70,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def load_run(run_dir: Path, data: Path | None = None) -> RunInputs:
+def load_run(run_dir: Path, data: Path | None = None, parity_side: str = "val") -> RunInputs:
     from trainer.run import read_run
 
     run_dir = Path(run_dir)
@@ -92,8 +103,12 @@ def load_run(run_dir: Path, data: Path | None = None) -> RunInputs:
         clips = [(c.path, c.label, split_of.get(c.sha256, "")) for c in corpus.usable]
     train = [(p, label) for p, label, s in clips if s == "train"]
     val = [(p, label) for p, label, s in clips if s == "val"]
-    if not train or not val:
-        raise ConfigError(f"{run_dir}: no training or no validation clips found for the run's split; check --data")
+    if not train:
+        raise ConfigError(f"{run_dir}: no training clips found for the run's split; check --data")
+    if not val and parity_side == "val":
+        hint = ("it was trained on every clip (split all): pass --parity-side train" if run.get("split", {}).get("kind") == "all"
+                else "check --data")
+        raise ConfigError(f"{run_dir}: no validation clips for the parity gate; {hint}")
     unknown = sorted({label for _, label in train + val} - set(labels))
     if unknown:
         raise ConfigError(f"{run_dir}: clips labelled {unknown} that the model does not know; check --data")

@@ -1,9 +1,19 @@
-"""Waveform augmentation of training clips: time stretch, pitch shift, then white noise at an SNR.
+"""Augmentation of training data only: waveform copies, and window augmentation in every batch.
+
+Waveform copies: time stretch, pitch shift, then white noise at an SNR.
 
 Applied to the waveform before features, so augmented windows go through the device's frontend
 like any other audio. Each training clip gets `copies` augmented copies whose values are drawn
 from the run seed and the clip's hash: the same copy in every fold of a cross-validation, and
 each one cached (cache.py) under a key naming its values.
+
+Window augmentation (`augment_windows`), drawn afresh for every training batch from (seed, epoch,
+batch), so a resumed run sees the same batches:
+- gain: a random offset in dB on the whole window, as a waveform gain would give; bins at the
+  frontend's absolute floor (digital silence, padding) stay there and every bin is re-clamped at
+  the floor, so a quieter window loses detail into the floor as a quiet microphone would.
+- SpecAugment-style masks (Park et al. 2019): `time_masks` runs of up to `time_mask` frames and
+  `freq_masks` runs of up to `freq_mask` mel bands set to the floor (silence).
 """
 
 from __future__ import annotations
@@ -24,6 +34,12 @@ class AugmentSettings:
     snr_db: tuple[float, float] = (15.0, 30.0)  # noise SNR range in decibels, against the clip's mean power
     pitch_semitones: float = 2.0  # pitch shift drawn from +-this many semitones (0: off)
     stretch: float = 0.1  # time-stretch rate drawn from 1 +- this (0: off)
+    # window augmentation of training batches (augment_windows)
+    gain_db: float = 0.0  # random gain drawn from +-this many dB per window (0: off)
+    time_masks: int = 0  # SpecAugment time masks per window
+    time_mask: int = 20  # each at most this many frames
+    freq_masks: int = 0  # SpecAugment frequency masks per window
+    freq_mask: int = 16  # each at most this many mel bands
 
     @property
     def enabled(self) -> bool:
@@ -86,4 +102,25 @@ def plan_copies(settings: AugmentSettings, seed: int, clip_sha256: str) -> list[
         semitones = float(rng.uniform(-1, 1) * settings.pitch_semitones) if settings.pitch_semitones > 0 else 0.0
         rate = float(1 + rng.uniform(-1, 1) * settings.stretch) if settings.stretch > 0 else 1.0
         out.append(Augmentation(int(rng.integers(2**31)), snr, round(semitones, 4), round(rate, 4)))
+    return out
+
+
+def augment_windows(x: np.ndarray, s: AugmentSettings, rng: np.random.Generator, floor_db: float) -> np.ndarray:
+    """Gain and masks on a batch of (N, n_frames, n_mels) dB windows (a new array; training only)."""
+    if not (s.gain_db > 0 or s.time_masks or s.freq_masks):
+        return x
+    out = np.array(x, np.float32, copy=True)
+    n, frames, bands = out.shape
+    if s.gain_db > 0:
+        silent = out <= floor_db
+        out += rng.uniform(-s.gain_db, s.gain_db, size=(n, 1, 1)).astype(np.float32)
+        np.maximum(out, floor_db, out=out)
+        out[silent] = floor_db
+    for count, width, axis, size in ((s.time_masks, s.time_mask, 1, frames), (s.freq_masks, s.freq_mask, 2, bands)):
+        for _ in range(count):
+            widths = rng.integers(0, width + 1, size=n)
+            starts = (rng.random(n) * (size - widths + 1)).astype(int)
+            idx = np.arange(size)
+            mask = (idx[None, :] >= starts[:, None]) & (idx[None, :] < (starts + widths)[:, None])
+            out = np.where(mask[:, :, None] if axis == 1 else mask[:, None, :], np.float32(floor_db), out)
     return out

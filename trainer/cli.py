@@ -4,6 +4,8 @@
     moodmic-train train --resume --out RUN        continue a killed run from its last epoch
     moodmic-train cv --out DIR [--fold K] ...     every fold (or fold K) as DIR/fold-K, plus a summary
     moodmic-train evaluate RUN_OR_BUNDLE [--data DIR] [--out DIR]
+    moodmic-train calibrate CV_DIR               temperature from the CV's validation actors (logits models)
+    moodmic-train ensemble CV_DIR --out RUN      the CV's fold models averaged in one model (a run to convert)
 
 Settings options default to the dataclass defaults (trainer.run.RunSettings and the settings it
 holds); a resumed run keeps its saved settings, and an option given with --resume must agree.
@@ -41,7 +43,8 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--seed", "seed", {"type": int, "metavar": "N"}, "seed of splits, augmentation, crops and weights"),
     ("--arch", "arch", {"metavar": "NAME"}, "model architecture: seed (the upstream's) or another in trainer.model.ARCHS"),
     ("--eval-hop", "eval_hop_s", {"type": float, "metavar": "SECONDS"}, "hop between windows when scoring whole files"),
-    ("--split", "split.kind", {"choices": KINDS}, "actor: speaker-independent; stratified: the seed's clip-level split"),
+    ("--split", "split.kind", {"choices": KINDS},
+     "actor: speaker-independent; stratified: the seed's clip-level split; all: every clip trains (final model)"),
     ("--folds", "split.folds", {"type": int, "metavar": "K"}, "k: the test side is one fold of k"),
     ("--fold", "split.fold", {"type": int, "metavar": "K"}, "the fold used as test side (cv: run only this fold)"),
     ("--val-actors", "split.val_actors", {"type": int, "metavar": "N"}, "validation speakers, from the training side"),
@@ -58,6 +61,17 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--monitor", "fit.monitor", {"choices": tuple(MONITORS)}, "validation quantity that stops, slows and picks the model"),
     ("--crops", "fit.crops", {"type": int, "metavar": "N"}, "random window crops per training row per epoch"),
     ("--oversample", "fit.oversample", {"action": argparse.BooleanOptionalAction}, "oversample minority classes (training only)"),
+    ("--label-smoothing", "fit.label_smoothing", {"type": float, "metavar": "E"}, "label smoothing of the loss's targets"),
+    ("--gain-db", "augment.gain_db", {"type": float, "metavar": "DB"}, "random gain of training windows, +- dB (0: off)"),
+    ("--time-masks", "augment.time_masks", {"type": int, "metavar": "N"}, "SpecAugment time masks per training window"),
+    ("--time-mask", "augment.time_mask", {"type": int, "metavar": "FRAMES"}, "longest time mask"),
+    ("--freq-masks", "augment.freq_masks", {"type": int, "metavar": "N"}, "SpecAugment frequency masks per training window"),
+    ("--freq-mask", "augment.freq_mask", {"type": int, "metavar": "BANDS"}, "widest frequency mask"),
+    ("--band-mean", "model.band_mean", {"action": argparse.BooleanOptionalAction},
+     "subtract each mel band's mean over the window inside the model"),
+    ("--logits", "model.logits", {"action": argparse.BooleanOptionalAction},
+     "output logits (softmax in the loss; the bundle carries a temperature)"),
+    ("--ensemble", "model.ensemble", {"type": int, "metavar": "N"}, "copies of the architecture averaged in one graph"),
 ]
 
 
@@ -76,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="RUN_OR_BUNDLE", help="finished run directory or model bundle directory")
     p.add_argument("--data", metavar="DIR_OR_CSV", help=f"RAVDESS-named folder or CSV manifest; default {DEFAULT_DATA}")
     p.add_argument("--out", metavar="DIR", help="where to write the results (default: RUN/evaluations/<data>)")
+    p = sub.add_parser("calibrate", help="fit a temperature on the validation actors of a cross-validation")
+    p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv --out folder whose models output logits")
+    p = sub.add_parser("ensemble", help="the fold models of a cross-validation averaged in one model (a run directory)")
+    p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv --out folder")
+    p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (moodmic-convert reads it)")
     return parser
 
 
@@ -103,6 +122,16 @@ def run(argv: list[str] | None = None) -> None:
         from .rescore import evaluate_target
 
         evaluate_target(args.target, args.data or _default_data(), args.out)
+        return
+    if args.command == "calibrate":
+        from .calibrate import calibrate_cv
+
+        calibrate_cv(args.cv_dir)
+        return
+    if args.command == "ensemble":
+        from .ensemble import ensemble_run
+
+        ensemble_run(args.cv_dir, args.out, argv=argv)
         return
     settings, explicit = _settings(args)
     resume = getattr(args, "resume", False)

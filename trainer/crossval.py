@@ -77,6 +77,12 @@ def summarize(root: Path) -> dict[str, Any]:
         "labels": labels,
         "per_fold": folds,
         "summary": {g: {k: _stats([r["metrics"]["test"][g][k] for r in runs]) for k in HEADLINE} for g in groups},
+        "per_class_recall": {label: _stats([r["metrics"]["test"]["all"]["per_class_recall"][label] for r in runs])
+                             for label in labels if all(label in r["metrics"]["test"]["all"]["per_class_recall"] for r in runs)},
+        # the validation actors of each fold: what variants are chosen on (never the test actors)
+        "validation": {g: {k: _stats([r["metrics"]["val"][g][k] for r in runs]) for k in HEADLINE}
+                       for g in groups if all(g in r["metrics"]["val"] for r in runs)},
+        "epochs": {"best": [r["training"]["best_epoch"] for r in runs], "run": [r["training"]["epochs_run"] for r in runs]},
         "confusion": np.sum([r["metrics"]["test"]["all"]["confusion"] for r in runs], axis=0).tolist(),
     }
     (root / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -89,8 +95,16 @@ def summarize(root: Path) -> dict[str, Any]:
     for g in groups:
         s = summary["summary"][g]
         lines.append(f"| {g} | " + " | ".join(f"{s[k]['mean']:.3f} +- {s[k]['std']:.3f}" for k in HEADLINE) + " |")
-    lines += ["", "| fold | test actors | " + " | ".join(HEADLINE) + " |", "|---|---|" + "---|" * len(HEADLINE)]
+    lines += ["", "Validation actors (choose variants on these, never on the test actors):", "",
+              "| clips | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
+    for g, s in summary["validation"].items():
+        lines.append(f"| {g} | " + " | ".join(f"{s[k]['mean']:.3f} +- {s[k]['std']:.3f}" for k in HEADLINE) + " |")
+    lines += ["", "Per-class recall (test, mean +- sd over folds): " + ", ".join(
+        f"{label} {v['mean']:.2f} +- {v['std']:.2f}" for label, v in summary["per_class_recall"].items()),
+              f"Best epochs per fold: {summary['epochs']['best']}; epochs run: {summary['epochs']['run']}"]
+    lines += ["", "| fold | test actors | " + " | ".join(HEADLINE) + " | speech UA |", "|---|---|" + "---|" * (len(HEADLINE) + 1)]
     for k, f in folds.items():
-        lines.append(f"| {k} | {', '.join(f['test_actors'])} | " + " | ".join(f"{f['all'][m]:.3f}" for m in HEADLINE) + " |")
+        lines.append(f"| {k} | {', '.join(f['test_actors'])} | " + " | ".join(f"{f['all'][m]:.3f}" for m in HEADLINE)
+                     + " | " + (f"{f['speech']['unweighted_accuracy']:.3f}" if "speech" in f else "") + " |")
     (root / "cv_summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return summary

@@ -23,7 +23,7 @@ import numpy as np
 from edge.audio import load_audio
 from edge.features import Frontend, file_windows, stack
 
-from .augment import Augmentation, AugmentSettings, plan_copies
+from .augment import Augmentation, AugmentSettings, augment_windows, plan_copies
 from .cache import FeatureCache
 from .corpus import Clip
 from .progress import progress
@@ -49,6 +49,17 @@ class TrainingData:
     val_x: np.ndarray  # (N, n_frames, n_mels) validation windows
     val_y: np.ndarray  # label index per validation window
     val_windows: list[int]  # windows per validation clip
+    augment: AugmentSettings = AugmentSettings(copies=0)  # its window augmentation applies to training batches
+    floor_db: float = -80.0  # the frontend's absolute floor (silence)
+
+    @property
+    def has_validation(self) -> bool:
+        return len(self.val_x) > 0
+
+    def training_batch(self, items: np.ndarray, starts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Training windows with window augmentation (gain, masks) drawn from `rng`."""
+        x, y = self.windows(items, starts)
+        return augment_windows(x, self.augment, rng, self.floor_db), y
 
     def crop_sample(self, count: int, seed: int) -> np.ndarray:
         """Random windows of original (unaugmented) training clips, e.g. to adapt input normalisation."""
@@ -125,7 +136,7 @@ def build_training_data(
     frames = [cache.frames(it.clip, it.aug) for it in progress(items, "features (train + augmented)")]
     y = np.array([index[it.clip.label] for it in items], dtype=np.int64)
     rows = oversample(y, np.random.default_rng([seed, 2])) if oversampling else np.arange(len(items))
-    val_x, val_y, counts = [], [], []
+    val_x, val_y, counts = [np.zeros((0, frontend.params.n_frames, frontend.params.n_mels), np.float32)], [], []
     rate = frontend.params.sample_rate
     for c in progress(val, "features (validation)"):
         windows = stack(file_windows(frontend, load_audio(c.path, rate), eval_hop_frames))
@@ -144,4 +155,6 @@ def build_training_data(
         val_x=np.concatenate(val_x),
         val_y=np.array(val_y, dtype=np.int64),
         val_windows=counts,
+        augment=augment,
+        floor_db=frontend.params.floor_db,
     )

@@ -3,7 +3,10 @@
     loss = -(1 - p_t) ** gamma * log(p_t),  p_t = the predicted probability of the true class,
 
 averaged over the batch. gamma = 2 (the seed's) down-weights windows the model already gets
-right. Targets are class indices; predictions are probabilities (the models end in softmax).
+right. Targets are class indices; predictions are probabilities (the models end in softmax), or
+logits with `from_logits=True` (softmax applied here). `label_smoothing` e replaces log(p_t) by
+(1 - e) log(p_t) + e * mean_c log(p_c) (the smoothed target's cross-entropy), still weighted by
+(1 - p_t) ** gamma; gamma = 0 and e = 0 is plain cross-entropy.
 """
 
 from __future__ import annotations
@@ -16,15 +19,27 @@ EPSILON = 1e-7  # keeps log(p) finite
 
 @keras.saving.register_keras_serializable(package="moodmic")
 class FocalLoss(keras.losses.Loss):
-    def __init__(self, gamma: float = 2.0, name: str = "focal_loss", **kwargs):
+    def __init__(self, gamma: float = 2.0, name: str = "focal_loss", from_logits: bool = False,
+                 label_smoothing: float = 0.0, **kwargs):
         super().__init__(name=name, **kwargs)
         self.gamma = gamma
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
         index = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
-        p_true = tf.gather(y_pred, index, axis=-1, batch_dims=1)
-        p_true = tf.clip_by_value(p_true, EPSILON, 1.0 - EPSILON)
-        return -tf.pow(1.0 - p_true, self.gamma) * tf.math.log(p_true)
+        if self.from_logits:
+            log_p = tf.nn.log_softmax(y_pred, axis=-1)
+        else:
+            log_p = tf.math.log(tf.clip_by_value(y_pred, EPSILON, 1.0 - EPSILON))
+        log_p_true = tf.gather(log_p, index, axis=-1, batch_dims=1)
+        p_true = tf.clip_by_value(tf.exp(log_p_true), EPSILON, 1.0 - EPSILON)
+        if self.from_logits:
+            log_p_true = tf.math.log(p_true)  # clipped like the probability path
+        if self.label_smoothing:
+            log_p_true = (1.0 - self.label_smoothing) * log_p_true + self.label_smoothing * tf.reduce_mean(log_p, axis=-1)
+        return -tf.pow(1.0 - p_true, self.gamma) * log_p_true
 
     def get_config(self):
-        return {**super().get_config(), "gamma": self.gamma}
+        return {**super().get_config(), "gamma": self.gamma, "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing}

@@ -27,7 +27,8 @@ def plot_history(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, key in zip(axes, ("loss", "accuracy")):
         ax.plot(epochs, [r[key] for r in rows], label="train (random crops, augmented)")
-        ax.plot(epochs, [r["val_" + key] for r in rows], label="validation (windows at the evaluation hop)")
+        if all("val_" + key in r for r in rows):  # split `all` has no validation
+            ax.plot(epochs, [r["val_" + key] for r in rows], label="validation (windows at the evaluation hop)")
         ax.set(xlabel="epoch", title=key)
         ax.legend(fontsize=8)
     axes[2].semilogy(epochs, [r["lr"] for r in rows])
@@ -81,6 +82,8 @@ def metrics_table(by_group: dict[str, dict]) -> str:
 def model_card(run: dict) -> str:
     """A short markdown card: what was trained on what, and how it scored on whom."""
     split, test = run["split"], run["metrics"]["test"]
+    if not test:
+        return _card_without_test(run)
     recall = ", ".join(f"{k} {v:.2f}" for k, v in test["all"]["per_class_recall"].items())
     sides = "\n".join(
         f"- {part}: {split[part]['clips']} clips, actors {', '.join(split[part]['actors'])}" for part in ("train", "val", "test")
@@ -100,6 +103,22 @@ def model_card(run: dict) -> str:
 {metrics_table(test)}
 
 Per-class recall (all test clips): {recall}.
+
+Command: `{run['command'][-1]}`
+"""
+
+
+def _card_without_test(run: dict) -> str:
+    """The card of a run trained on every clip (split `all`): what it was trained on, nothing scored."""
+    split = run["split"]
+    return f"""# moodmic model card: {run['name']}
+
+- Architecture `{run['arch']}`, {run['parameters']:,} parameters; labels in output order: {', '.join(run['labels'])}.
+- Input: log-mel (time {run['features']['n_frames']} x mel {run['features']['n_mels']}) from edge.features (feature version {run['features']['feature_version']}).
+- Data: {run['data']['path']} ({run['data']['source']}, {run['data']['clips']} clips).
+- Split: all clips train ({split['train']['clips']} clips, actors {', '.join(split['train']['actors'])}); no validation or
+  test side, so this run has no held-out figures: its recipe's cross-validation is the measure.
+- Training: {run['training']['epochs_run']} epochs (fixed, last epoch kept), {run['training']['seconds_per_epoch']:.1f} s per epoch.
 
 Command: `{run['command'][-1]}`
 """

@@ -30,9 +30,11 @@ run.json (format_version 1):
     parameters      parameter count
     data            {path, source ("ravdess-names" | "manifest"), manifest, clips, duplicates_dropped,
                     used: "manifest.csv"}
-    split           {kind ("actor" | "stratified"), fold, folds, seed, train|val|test: {actors, sex, clips}}
+    split           {kind ("actor" | "stratified" | "all"), fold, folds, seed, train|val|test: {actors, sex, clips}}
+                    (kind "all": every clip trains, val and test are empty and so are the metrics)
     seed            the run's seed
-    settings        the full settings (as settings.json)
+    settings        the full settings (as settings.json); settings.model (band_mean, logits, ensemble)
+                    shapes the graph, and a logits model's outputs need softmax (trainer.model.batched_infer)
     training        {epochs_run, best_epoch, stopped_early, seconds_per_epoch, train_items, rows_per_epoch,
                     val_windows}
     metrics         {val|test: {all|speech|song: {clips, accuracy, unweighted_accuracy, macro_f1,
@@ -82,10 +84,16 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 def rebuild_model(run_dir: str | Path, batch_size: int | None = 1):
     """The run's trained model rebuilt with a fixed batch size (the converter's batch-1 clone)."""
     from .model import build_model, load_keras_model
+    from .settings import ModelSettings
 
     run = read_run(run_dir)
     trained = load_keras_model(Path(run_dir) / run["keras_model"], compile=False)
-    clone = build_model(run["arch"], len(run["labels"]), FeatureParams.from_dict(run["features"]), batch_size)
+    if "members" in run:  # moodmic-train ensemble: fold models averaged in one graph
+        from .ensemble import rebuild_ensemble
+
+        return rebuild_ensemble(run, trained, batch_size)
+    clone = build_model(run["arch"], len(run["labels"]), FeatureParams.from_dict(run["features"]), batch_size,
+                        ModelSettings.from_dict(run["settings"].get("model")))
     clone.set_weights(trained.get_weights())
     return clone
 
@@ -113,7 +121,7 @@ def _start(run_dir: Path, settings: RunSettings, resume: bool, params: FeaturePa
 
 
 def _check_sides(corpus: Corpus, split: Split) -> None:
-    for part in ("train", "val", "test"):
+    for part in ("train",) if split.settings.kind == "all" else ("train", "val", "test"):
         if not split.clips(corpus, part):
             raise UsageError(f"the {part} split is empty; the corpus has too few speakers or clips for this split")
     missing = sorted(set(corpus.labels) - {c.label for c in split.clips(corpus, "train")})
@@ -186,7 +194,10 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
     }
     (run_dir / "model_card.md").write_text(model_card(run), encoding="utf-8")
     _write_json(run_dir / RUN_FILE, run)
-    print(f"{run_dir}: test " + ", ".join(f"{k} {metrics['test']['all'][k]:.3f}" for k in HEADLINE), file=sys.stderr)
+    if metrics["test"]:
+        print(f"{run_dir}: test " + ", ".join(f"{k} {metrics['test']['all'][k]:.3f}" for k in HEADLINE), file=sys.stderr)
+    else:
+        print(f"{run_dir}: trained on every clip for {len(result.history)} epochs; nothing held out to score", file=sys.stderr)
     return run
 
 
@@ -214,9 +225,9 @@ def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides:
     model = None
     if state is None:
         models.keras.utils.set_random_seed(settings.seed)
-        model = models.build_model(settings.arch, len(labels), frontend.params)
+        model = models.build_model(settings.arch, len(labels), frontend.params, settings=settings.model)
         model.get_layer(models.INPUT_NORM).adapt(data.crop_sample(2048, settings.seed))
-        models.compile_model(model, settings.fit.learning_rate, settings.fit.focal_gamma)
+        models.compile_model(model, settings.fit.learning_rate, settings.fit.focal_gamma, settings.fit.label_smoothing)
     return data, fit(model, data, settings.fit, run_dir, settings.seed, state)
 
 
@@ -226,10 +237,13 @@ def _evaluate(run_dir: Path, infer, corpus: Corpus, split: Split, sides: dict[st
     from .report import classification_text, plot_confusion
 
     labels = corpus.labels
-    scored = {part: (sides[part], score(sides[part], frontend, hop, infer, labels, part)) for part in ("val", "test")}
-    metrics = {"labels": list(labels), "split": split.describe(corpus)}
+    parts = [part for part in ("val", "test") if sides[part]]  # split `all` has neither
+    scored = {part: (sides[part], score(sides[part], frontend, hop, infer, labels, part)) for part in parts}
+    metrics = {"labels": list(labels), "split": split.describe(corpus), "val": {}, "test": {}}
     metrics.update({part: evaluate(clips, results, labels) for part, (clips, results) in scored.items()})
     _write_json(run_dir / "metrics.json", metrics)
+    if not scored:
+        return metrics
     write_predictions(run_dir / "predictions.csv", scored, labels)
     (run_dir / "classification_report.txt").write_text(classification_text(scored, labels), encoding="utf-8")
     plot_confusion(metrics["test"]["all"]["confusion"], labels, run_dir / "confusion_matrix.png", "test")

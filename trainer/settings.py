@@ -33,6 +33,24 @@ class FitSettings:
     monitor: str = "val_loss"  # watched by EarlyStopping, ReduceLROnPlateau and ModelCheckpoint (MONITORS)
     crops: int = 1  # random window crops per training row per epoch
     oversample: bool = True  # repeat minority-class items (training split only)
+    label_smoothing: float = 0.0  # of the loss's targets (losses.FocalLoss)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    band_mean: bool = True  # subtract each mel band's mean over the window (inside the model)
+    logits: bool = True  # output logits (softmax in the loss); the bundle carries a temperature
+    ensemble: int = 1  # copies of the architecture averaged inside one graph
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "ModelSettings":
+        """A run's model settings; runs written before they existed had none of these additions."""
+        if data is None:
+            return LEGACY_MODEL
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+LEGACY_MODEL = ModelSettings(band_mean=False, logits=False, ensemble=1)
 
 
 @dataclass(frozen=True)
@@ -46,13 +64,17 @@ class RunSettings:
     split: SplitSettings = field(default_factory=SplitSettings)
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     fit: FitSettings = field(default_factory=FitSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
-        return _from_dict(cls, data)
+        settings = _from_dict(cls, data)
+        if "model" not in data:  # a run written before model settings existed
+            settings = replace(settings, model=LEGACY_MODEL)
+        return settings
 
 
 def _from_dict(cls, data: dict[str, Any]):

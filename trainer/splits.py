@@ -4,6 +4,8 @@
   folds stay balanced by sex; fold K is the test side; validation speakers come from the rest,
   again alternating sexes. The same seed gives the same folds for every K, so the folds of one
   cross-validation can run in separate sessions.
+- `all`: every clip trains; no validation or test side. The final model of a recipe whose epoch
+  count a cross-validation chose: nothing stops early and nothing is scored (see the CV for that).
 - `stratified`: the seed project's clip-level split (stratified by label), kept for comparison
   only: the same speakers are on both sides, so its figures are not speaker-independent.
 
@@ -23,7 +25,7 @@ from edge.errors import UsageError
 from .corpus import Clip, Corpus
 
 PARTS = ("train", "val", "test")
-KINDS = ("actor", "stratified")
+KINDS = ("actor", "stratified", "all")
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ def make_split(corpus: Corpus, settings: SplitSettings, seed: int) -> Split:
     settings.check()
     if settings.kind == "actor":
         return _actor_split(corpus, settings, seed)
+    if settings.kind == "all":
+        return Split(settings, seed, {c.name: "train" for c in corpus.usable})
     return _stratified_split(corpus, settings, seed)
 
 

@@ -6,6 +6,9 @@ Checkpointer saves, in `checkpoints/last/`, the model with its optimizer state a
 rewrites `history.csv` from that state. A resumed run starts after the last saved epoch, restores
 the counters, and rewrites history.csv from the state, so every epoch appears in it exactly once.
 The best model by validation loss is kept as `checkpoints/best-EEE.keras`.
+
+Without a validation side (split `all`: the final model on every speaker) nothing can stop or
+choose: the run trains for exactly `epochs` epochs at the set learning rate and keeps the last one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf  # noqa: F401  (trainer/__init__.py has set TF_USE_LEGACY_KERAS)
 import tf_keras as keras
 
@@ -57,7 +61,8 @@ class _Crops(keras.utils.Sequence):
             self._plan, self._plan_epoch = self.data.epoch_plan(self.epoch, self.seed), self.epoch
         items, starts = self._plan
         batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
-        return self.data.windows(items[batch], starts[batch])
+        rng = np.random.default_rng([self.seed, self.epoch, i, 11])  # window augmentation of this batch
+        return self.data.training_batch(items[batch], starts[batch], rng)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -100,6 +105,8 @@ class Checkpointer(keras.callbacks.Callback):
             name: {a: _plain(getattr(cb, a)) for a in _TRACKED[name]} for name, cb in self.tracked.items()
         }
         self.save(with_model=True)
+        if self.monitor is None:  # no validation: the last epoch is the model
+            self.model.save(best_checkpoint(self.dir, epoch + 1))
         keep = best_checkpoint(self.dir, best_epoch(self.state["history"], self.monitor)).name
         for old in self.dir.glob("best-*.keras"):
             if old.name != keep:
@@ -137,8 +144,10 @@ def write_history(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def best_epoch(history: list[dict], monitor: str) -> int:
-    """The first epoch with the best monitored value: the one ModelCheckpoint saved last."""
+def best_epoch(history: list[dict], monitor: str | None) -> int:
+    """The first epoch with the best monitored value: the one ModelCheckpoint saved last (None: the last epoch)."""
+    if monitor is None:
+        return history[-1]["epoch"]
     sign = 1 if MONITORS[monitor] == "min" else -1
     return min(history, key=lambda r: sign * r[monitor])["epoch"]  # min() keeps the first of equals, like its `<`
 
@@ -159,12 +168,16 @@ def load_state(run_dir: Path) -> dict | None:
 def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: Path, seed: int, state: dict | None) -> FitResult:
     """Train `model` (or, with a saved `state`, the checkpointed model) and return the best epoch."""
     saved = Path(state.pop("_dir")) if state else None
-    watch = {"monitor": s.monitor, "mode": MONITORS[s.monitor]}
-    early = keras.callbacks.EarlyStopping(patience=s.patience, **watch)
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(factor=s.lr_factor, patience=s.lr_patience, min_lr=s.min_lr, **watch)
-    best = keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINTS / "best-{epoch:03d}.keras"), save_best_only=True, **watch)
-    tracked = {"early_stopping": early, "reduce_lr": reduce_lr, "best_checkpoint": best}
-    checkpointer = Checkpointer(run_dir, s.monitor, tracked, state)
+    if data.has_validation:
+        watch = {"monitor": s.monitor, "mode": MONITORS[s.monitor]}
+        early = keras.callbacks.EarlyStopping(patience=s.patience, **watch)
+        reduce_lr = keras.callbacks.ReduceLROnPlateau(factor=s.lr_factor, patience=s.lr_patience, min_lr=s.min_lr, **watch)
+        best = keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINTS / "best-{epoch:03d}.keras"), save_best_only=True, **watch)
+        tracked = {"early_stopping": early, "reduce_lr": reduce_lr, "best_checkpoint": best}
+        monitor, validation = s.monitor, {"validation_data": (data.val_x, data.val_y), "validation_batch_size": 256}
+    else:
+        tracked, monitor, validation = {}, None, {}
+    checkpointer = Checkpointer(run_dir, monitor, tracked, state)
     done = checkpointer.state["epochs_done"]
     if saved:
         write_history(run_dir / HISTORY, checkpointer.state["history"])  # drop rows of an epoch not saved
@@ -175,11 +188,10 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         model.fit(
             _Crops(data, s.batch_size, seed, done),
-            validation_data=(data.val_x, data.val_y),
-            validation_batch_size=256,
+            **validation,
             epochs=s.epochs,
             initial_epoch=done,
-            callbacks=[early, reduce_lr, best, checkpointer],  # checkpointer last: it saves the others' counters
+            callbacks=[*tracked.values(), checkpointer],  # checkpointer last: it saves the others' counters
             shuffle=False,  # the epoch plan is already shuffled, reproducibly
             verbose=1 if sys.stdout.isatty() else 2,
         )
@@ -187,5 +199,5 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
         checkpointer.save(with_model=False)
     history = checkpointer.state["history"]
     stopped = checkpointer.state["callbacks"].get("early_stopping", {}).get("stopped_epoch", 0) > 0
-    epoch = best_epoch(history, s.monitor)
+    epoch = best_epoch(history, monitor)
     return FitResult(history, epoch, best_checkpoint(run_dir / CHECKPOINTS, epoch), stopped)

@@ -1,0 +1,214 @@
+"""The issue-8 recipe features (TensorFlow, fast): window augmentation, the band-mean layer and its
+TFLite ops, logits + focal loss, temperature fitting and ECE, the `all` split, and a logits bundle
+with a temperature converted with its parity gate on the training side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="the trainer needs the train extra (TensorFlow)")
+pytest.importorskip("tf_keras", reason="the trainer needs the train extra (tf-keras)")
+pytestmark = pytest.mark.tensorflow
+
+from edge.features import FeatureParams  # noqa: E402
+from trainer.augment import AugmentSettings, augment_windows  # noqa: E402
+from trainer.calibrate import ece, fit_temperature, nll  # noqa: E402
+from trainer.losses import FocalLoss  # noqa: E402
+from trainer.model import CUSTOM_OBJECTS, build_model, load_keras_model, outputs_logits  # noqa: E402
+from trainer.settings import LEGACY_MODEL, ModelSettings, RunSettings  # noqa: E402
+
+P = FeatureParams()
+FLOOR = P.floor_db
+
+
+def _windows(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-70, -5, (n, P.n_frames, P.n_mels)).astype(np.float32)
+    x[:, :12] = FLOOR  # leading digital silence
+    return x
+
+
+def test_window_augmentation_is_off_by_default_and_reproducible():
+    x = _windows()
+    assert augment_windows(x, AugmentSettings(), np.random.default_rng(0), FLOOR) is x
+    s = AugmentSettings(gain_db=6, time_masks=2, freq_masks=2)
+    a = augment_windows(x, s, np.random.default_rng(5), FLOOR)
+    b = augment_windows(x, s, np.random.default_rng(5), FLOOR)
+    assert np.array_equal(a, b) and a.dtype == np.float32 and not np.array_equal(a, x)
+    assert np.array_equal(x, _windows())  # the input is not modified
+
+
+def test_gain_is_one_offset_per_window_silence_stays_at_the_floor_and_everything_is_clamped():
+    x = _windows()
+    y = augment_windows(x, AugmentSettings(gain_db=20), np.random.default_rng(1), FLOOR)
+    assert np.all(y[:, :12] == FLOOR)  # digital silence stays silence
+    assert y.min() >= FLOOR
+    for xi, yi in zip(x, y):
+        free = (xi > FLOOR) & (yi > FLOOR)
+        offsets = (yi - xi)[free]
+        assert np.allclose(offsets, offsets[0], atol=1e-4) and abs(offsets[0]) <= 20
+        assert np.all(yi[(xi > FLOOR) & (xi + offsets[0] <= FLOOR)] == FLOOR)  # quieter: re-clamped at the floor
+
+
+def test_masks_are_runs_of_silence_of_bounded_width():
+    x = _windows(n=20)
+    x[:, :12] = -30.0  # no floor in the input, so every floor bin is a mask
+    t = augment_windows(x, AugmentSettings(time_masks=1, time_mask=10), np.random.default_rng(2), FLOOR)
+    for w in t:
+        rows = np.flatnonzero(np.all(w == FLOOR, axis=1))
+        assert len(rows) <= 10 and (len(rows) == 0 or np.all(np.diff(rows) == 1))
+        assert np.all((w == FLOOR).any(axis=1) == np.all(w == FLOOR, axis=1))  # whole frames only
+    f = augment_windows(x, AugmentSettings(freq_masks=1, freq_mask=8), np.random.default_rng(3), FLOOR)
+    widths = [len(np.flatnonzero(np.all(w == FLOOR, axis=0))) for w in f]
+    assert max(widths) <= 8 and max(widths) > 0
+
+
+def test_focal_loss_from_logits_and_label_smoothing():
+    logits = np.array([[1.0, 2.0, 0.5], [0.2, -1.0, 3.0]], np.float32)
+    y = np.array([1, 2])
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    for gamma in (0.0, 2.0):
+        assert float(FocalLoss(gamma, from_logits=True)(y, logits)) == pytest.approx(float(FocalLoss(gamma)(y, p)), rel=1e-5)
+    # gamma 0 with smoothing e: the cross-entropy against (1 - e) one-hot + e / K
+    e = 0.1
+    target = (1 - e) * np.eye(3)[y] + e / 3
+    by_hand = float(np.mean(-(target * np.log(p)).sum(1)))
+    assert float(FocalLoss(0.0, from_logits=True, label_smoothing=e)(y, logits)) == pytest.approx(by_hand, rel=1e-5)
+    restored = FocalLoss.from_config(FocalLoss(1.0, from_logits=True, label_smoothing=e).get_config())
+    assert (restored.gamma, restored.from_logits, restored.label_smoothing) == (1.0, True, e)
+
+
+def test_band_mean_logits_ensemble_model_saves_reloads_and_converts_to_builtin_mean_and_sub(tmp_path):
+    import tensorflow as tf
+
+    from converter.graph import check_builtin_only, op_names
+    from edge.interpreter import TFLiteModel
+
+    settings = ModelSettings(band_mean=True, logits=True, ensemble=2)
+    model = build_model("tiny", 8, P, settings=settings)
+    assert outputs_logits(model) and "BandMeanSubtraction" in CUSTOM_OBJECTS
+    x = _windows(4)
+    # the band-mean layer removes a constant per band: a level change of the whole window changes nothing
+    z = model.predict_on_batch(x)
+    assert np.allclose(model.predict_on_batch(x + 7.0), z, atol=1e-4)
+    assert not np.allclose(z.sum(1), 1.0)  # logits, not probabilities
+    model.save(tmp_path / "m.keras")
+    again = load_keras_model(tmp_path / "m.keras", compile=False)
+    assert np.allclose(again.predict_on_batch(x), z, atol=1e-5)
+    clone = build_model("tiny", 8, P, batch_size=1, settings=settings)
+    clone.set_weights(model.get_weights())
+    conv = tf.lite.TFLiteConverter.from_keras_model(clone)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv._experimental_disable_per_channel_quantization_for_dense_layers = True
+    tflite = conv.convert()
+    ops = op_names(tflite)
+    check_builtin_only(ops)
+    assert {"MEAN", "SUB"} <= set(ops)
+    out = TFLiteModel(tflite).run(x)
+    assert np.abs(out - z).max() < 0.02 * np.abs(z).max()  # dynamic-range weights: small relative error
+
+
+def test_legacy_runs_keep_their_graph():
+    """Runs written before model settings existed rebuild as they were trained: no band mean, softmax."""
+    legacy = RunSettings.from_dict({"arch": "seed"})
+    assert legacy.model == LEGACY_MODEL and ModelSettings.from_dict(None) == LEGACY_MODEL
+    assert RunSettings.from_dict(RunSettings().to_dict()).model == ModelSettings()
+    assert not outputs_logits(build_model("tiny", 8, P))
+
+
+def test_temperature_fit_recovers_a_known_temperature_and_lowers_ece():
+    rng = np.random.default_rng(0)
+    true = rng.normal(0, 2.0, (4000, 8))
+    p = np.exp(true) / np.exp(true).sum(1, keepdims=True)
+    y = np.array([rng.choice(8, p=row) for row in p])
+    overconfident = true * 3.0  # softmax(overconfident / 3) is the true distribution
+    t = fit_temperature(overconfident, y)
+    assert t == pytest.approx(3.0, rel=0.1)
+    assert nll(overconfident, y, t) < nll(overconfident, y)
+
+    def probs(z, temp):
+        e = np.exp(z / temp - (z / temp).max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    assert ece(probs(overconfident, t), y) < 0.03 < ece(probs(overconfident, 1.0), y)
+    assert ece(np.eye(8)[y], y) == 0.0  # certain and right
+
+
+def test_final_model_on_every_clip_converts_with_its_temperature_and_parity_on_the_training_side(tmp_path):
+    from converter.cli import main as convert
+    from edge.bundle import load_bundle
+    from edge.errors import EXIT_CONFIG
+    from edge.model import EmotionModel, softmax
+    from trainer.cli import main as train
+    from trainer.run import read_run
+    from trainer_synth import make_corpus
+
+    corpus = make_corpus(tmp_path / "corpus", speakers=4, reps=1)
+    run = tmp_path / "run"
+    assert train(["train", "--data", str(corpus), "--out", str(run), "--split", "all", "--arch", "tiny", "--epochs", "3",
+                  "--aug-copies", "0", "--gain-db", "6", "--time-masks", "1", "--freq-masks", "1",
+                  "--cache", str(tmp_path / "cache")]) == 0
+    info = read_run(run)
+    assert info["split"]["kind"] == "all" and not info["split"]["val"]["actors"] and not info["split"]["test"]["actors"]
+    assert info["metrics"] == {"val": {}, "test": {}}
+    assert info["training"] == {**info["training"], "epochs_run": 3, "best_epoch": 3, "stopped_early": False}
+    assert (run / "checkpoints" / "best-003.keras").is_file()
+
+    assert convert([str(run), "--out", str(tmp_path / "refused")]) == EXIT_CONFIG  # no validation side
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"temperature": 1.7, "ece": {}}))
+    out = tmp_path / "bundle"
+    assert convert([str(run), "--out", str(out), "--parity-side", "train", "--calibration", str(calibration)]) == 0
+    bundle = load_bundle(out)
+    assert (bundle.output_kind, bundle.temperature) == ("logits", 1.7)
+    assert bundle.info["conversion"]["parity_side"].startswith("training clips")
+    assert bundle.info["conversion"]["calibration"]["temperature"] == 1.7
+    assert {"MEAN", "SUB"} <= set(bundle.info["conversion"]["ops"])
+    model = EmotionModel(bundle)
+    x = _windows(3)
+    assert np.allclose(model.probabilities(x), softmax(model.tflite.run(x), 1.7))
+
+
+def test_cv_calibration_and_the_ensemble_of_fold_models_convert_to_one_logits_bundle(tmp_path):
+    from converter.cli import main as convert
+    from edge.bundle import load_bundle
+    from edge.model import EmotionModel, softmax
+    from trainer.cli import main as train
+    from trainer.model import batched_infer
+    from trainer.run import read_run, rebuild_model
+    from trainer_synth import make_corpus
+
+    corpus = make_corpus(tmp_path / "corpus", speakers=6, reps=1)
+    cv = tmp_path / "cv"
+    assert train(["cv", "--data", str(corpus), "--out", str(cv), "--folds", "3", "--arch", "tiny", "--epochs", "3",
+                  "--val-actors", "1", "--aug-copies", "0", "--cache", str(tmp_path / "cache")]) == 0
+    summary = json.loads((cv / "cv_summary.json").read_text())
+    assert summary["validation"]["all"]["unweighted_accuracy"]["mean"] >= 0 and set(summary["per_class_recall"])
+    assert train(["calibrate", str(cv)]) == 0
+    cal = json.loads((cv / "calibration.json").read_text())
+    assert cal["temperature"] > 0 and set(cal["ece"]) == {"val", "test"}
+    assert cal["nll"]["val"]["after"] <= cal["nll"]["val"]["before"] + 1e-6  # fitted there
+
+    ens = tmp_path / "ensemble"
+    assert train(["ensemble", str(cv), "--out", str(ens)]) == 0
+    run = read_run(ens)
+    assert run["split"]["kind"] == "all" and len(run["members"]) == 3 and run["metrics"] == {"val": {}, "test": {}}
+    assert sorted(a for m in run["members"] for a in m["test_actors"]) == run["split"]["train"]["actors"]
+    # the ensemble is the mean of its members' logits, and its batch-1 clone is the same model
+    x = _windows(3)
+    members = [load_keras_model(cv / f"fold-{k}" / "model.keras", compile=False) for k in range(3)]
+    mean = np.mean([m.predict_on_batch(x) for m in members], axis=0)
+    clone = rebuild_model(ens, batch_size=1)
+    assert np.allclose(np.concatenate([clone.predict_on_batch(w[None]) for w in x]), mean, atol=1e-4)
+    assert np.allclose(batched_infer(load_keras_model(ens / "model.keras", compile=False))(x), softmax(mean), atol=1e-5)
+
+    out = tmp_path / "bundle"
+    assert convert([str(ens), "--out", str(out), "--parity-side", "train", "--calibration", str(cv / "calibration.json")]) == 0
+    bundle = load_bundle(out)
+    assert bundle.output_kind == "logits" and bundle.temperature == cal["temperature"]
+    assert len(bundle.info["training"]["members"]) == 3 and bundle.info["training"]["cv"]["folds_done"] == [0, 1, 2]
+    assert EmotionModel(bundle).probabilities(x).shape == (3, 8)

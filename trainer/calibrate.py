@@ -1,0 +1,141 @@
+"""`moodmic-train calibrate CV_DIR`: one temperature for a logits recipe, fitted on the CV's validation actors.
+
+Automations threshold on the confidence, so it should mean what it says. For every finished fold of
+a cross-validation whose model outputs logits (`--logits`), the windows of its validation clips and
+of its test clips (edge.features.file_windows at the run's evaluation hop, as the device sees
+audio) go through the fold's model. One temperature T is fitted on the validation windows of all
+folds together (minimum mean negative log-likelihood of softmax(logits / T) against the clip's
+label); the test actors are never used to fit, only to report. Written to CV_DIR/calibration.json:
+
+    temperature      T, for the bundle (`moodmic-convert --calibration`)
+    fitted_on        which windows T was fitted on
+    folds            the folds used
+    nll, ece         {val|test: {window|clip: {before (T = 1), after (T)}}}; ECE with 15 equal-width
+                     confidence bins of the top class; a clip's probabilities are the mean of its
+                     windows' (edge.predict.predict_audio)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.audio import load_audio
+from edge.errors import UsageError
+from edge.features import FeatureParams, Frontend, file_windows, stack
+
+from .progress import progress
+from .run import RUN_FILE, read_run
+
+CALIBRATION = "calibration.json"
+ECE_BINS = 15
+
+
+def _softmax(z: np.ndarray, t: float) -> np.ndarray:
+    z = z / t
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def nll(logits: np.ndarray, y: np.ndarray, t: float = 1.0) -> float:
+    p = _softmax(np.asarray(logits, np.float64), t)
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The T > 0 that minimises the NLL of softmax(logits / T) (a bounded search over log T)."""
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(lambda log_t: nll(logits, y, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(20.0)),
+                          method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def ece(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error of the top class: sum over confidence bins of |accuracy - confidence| x share."""
+    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+    correct = pred == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            total += abs(correct[inside].mean() - conf[inside].mean()) * inside.mean()
+    return float(total)
+
+
+def _fold_logits(run_dir: Path, frontend: Frontend, hop: int, labels: list[str]) -> dict[str, tuple]:
+    """Per part (val, test): window logits, window labels, and each window's clip index."""
+    from .model import load_keras_model, outputs_logits, raw_outputs
+
+    run = read_run(run_dir)
+    model = load_keras_model(run_dir / run["keras_model"], compile=False)
+    if not outputs_logits(model):
+        raise UsageError(f"{run_dir}: its model outputs probabilities; a temperature needs a logits model (--logits)")
+    with open(run_dir / "manifest.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for part in ("val", "test"):
+        clips = [(Path(r["path"]), labels.index(r["label"])) for r in rows if r["split"] == part]
+        windows, y, clip = [], [], []
+        for i, (path, label) in enumerate(progress(clips, f"{run_dir.name} {part} windows")):
+            w = stack(file_windows(frontend, load_audio(path, frontend.params.sample_rate), hop))
+            windows.append(w)
+            y += [label] * len(w)
+            clip += [i] * len(w)
+        out[part] = (raw_outputs(model, np.concatenate(windows)), np.array(y), np.array(clip))
+    return out
+
+
+def _clip_probs(logits: np.ndarray, clip: np.ndarray, t: float) -> np.ndarray:
+    p = _softmax(logits, t)
+    return np.stack([p[clip == c].mean(axis=0) for c in np.unique(clip)])
+
+
+def _clip_labels(y: np.ndarray, clip: np.ndarray) -> np.ndarray:
+    return np.array([y[clip == c][0] for c in np.unique(clip)])
+
+
+def calibrate_cv(cv_dir: str | Path) -> dict[str, Any]:
+    cv_dir = Path(cv_dir)
+    folds = sorted(d for d in cv_dir.glob("fold-*") if (d / RUN_FILE).is_file())
+    if not folds:
+        raise UsageError(f"{cv_dir}: no finished fold-K runs; run moodmic-train cv --out {cv_dir} first")
+    first = read_run(folds[0])
+    params, labels = FeatureParams.from_dict(first["features"]), first["labels"]
+    frontend, hop = Frontend(params), params.hop_frames(first["eval_hop_s"])
+    parts: dict[str, list] = {"val": [], "test": []}
+    for d in folds:
+        for part, (z, y, clip) in _fold_logits(d, frontend, hop, labels).items():
+            parts[part].append((z, y, clip))
+    t = fit_temperature(np.concatenate([z for z, _, _ in parts["val"]]), np.concatenate([y for _, y, _ in parts["val"]]))
+    result: dict[str, Any] = {
+        "temperature": round(t, 4),
+        "fitted_on": "windows of the validation actors of every fold (never a fold's test actors)",
+        "folds": [d.name for d in folds],
+        "ece_bins": ECE_BINS,
+        "nll": {}, "ece": {}, "windows": {}, "clips": {},
+    }
+    for part, items in parts.items():
+        z = np.concatenate([i[0] for i in items])
+        y = np.concatenate([i[1] for i in items])
+        result["windows"][part] = int(len(y))
+        result["clips"][part] = int(sum(len(np.unique(c)) for _, _, c in items))
+        result["nll"][part] = {"before": round(nll(z, y), 4), "after": round(nll(z, y, t), 4)}
+        clip_before = np.concatenate([_clip_probs(zz, c, 1.0) for zz, _, c in items])
+        clip_after = np.concatenate([_clip_probs(zz, c, t) for zz, _, c in items])
+        clip_y = np.concatenate([_clip_labels(yy, c) for _, yy, c in items])
+        result["ece"][part] = {
+            "window": {"before": round(ece(_softmax(z, 1.0), y), 4), "after": round(ece(_softmax(z, t), y), 4)},
+            "clip": {"before": round(ece(clip_before, clip_y), 4), "after": round(ece(clip_after, clip_y), 4)},
+        }
+    (cv_dir / CALIBRATION).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"{cv_dir / CALIBRATION}: temperature {t:.3f}; ECE (test windows) {result['ece']['test']['window']['before']:.3f}"
+          f" -> {result['ece']['test']['window']['after']:.3f}", file=sys.stderr)
+    return result
