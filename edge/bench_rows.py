@@ -258,13 +258,25 @@ def prepare(spec: dict[str, Any]) -> dict[str, Any]:
         run_dir = Path(spec["fresh_run_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
         params = FeatureParams()
-        model = build_model("seed", len(spec["labels"]), params, None)
+        # The plain seed architecture (probabilities out), as a run written without model settings
+        # ("settings": {}) is rebuilt by the converter; trainers that take model settings get the same.
+        import inspect
+
+        kwargs: dict[str, Any] = {}
+        if "settings" in inspect.signature(build_model).parameters:
+            from trainer.settings import ModelSettings
+
+            kwargs["settings"] = ModelSettings.from_dict(None)
+        model = build_model("seed", len(spec["labels"]), params, None, **kwargs)
         model.save(run_dir / "model.keras")
         (run_dir / "run.json").write_text(json.dumps({
             "format_version": 1, "name": "bench-fresh-seed", "labels": spec["labels"], "features": params.to_dict(),
             "eval_hop_s": 1.0, "input_layout": "time_mel", "arch": "seed", "keras_model": "model.keras",
-            "parameters": int(model.count_params()),
+            "parameters": int(model.count_params()), "settings": {},
         }, indent=2))
+        from trainer.run import rebuild_model
+
+        rebuild_model(run_dir, batch_size=1)  # what the converter will do: fail here, with the reason
         out["parameters"] = int(model.count_params())
     if spec.get("mobilenet_out"):
         import tf_keras as keras
