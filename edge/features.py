@@ -199,7 +199,7 @@ class Window:
 class FeatureStream:
     """Streaming frontend: push samples in chunks of any size, get each window once it is complete.
 
-    Only the frames that the new samples complete are computed. Windows start every `hop_frames`
+    Every frame is computed once, when the window that needs it can complete. Windows start every `hop_frames`
     frames from the first sample pushed, so the result never depends on the chunk size.
     """
 
@@ -209,7 +209,8 @@ class FeatureStream:
         self.frontend = frontend
         self.hop_frames = hop_frames
         p = frontend.params
-        self._pending = np.empty(0, np.float32)  # samples not yet consumed by a complete frame
+        self._pending: list[np.ndarray] = []  # samples not yet turned into frames
+        self._pending_len = 0
         self._mels = np.empty((0, p.n_mels), np.float32)  # the last frames still needed by a window
         self._ms = np.empty(0, np.float32)
         self._first_kept = 0  # stream index of _mels[0]
@@ -221,13 +222,20 @@ class FeatureStream:
 
     def push(self, samples: np.ndarray) -> list[Window]:
         p = self.frontend.params
-        buf = np.concatenate([self._pending, np.asarray(samples, np.float32).reshape(-1)])
-        count = self.frontend.n_frames_for(len(buf))
-        if count == 0:
-            self._pending = buf
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        if len(samples):
+            self._pending.append(samples)
+            self._pending_len += len(samples)
+        # Frames are computed once the next window can complete, all at once: one frontend call per
+        # hop however small the chunks (the results are the same frame by frame).
+        missing = self._next_window * self.hop_frames + p.n_frames - self.frames_seen
+        if self._pending_len < (missing - 1) * p.hop_length + p.n_fft:
             return []
+        buf = np.concatenate(self._pending)
+        count = self.frontend.n_frames_for(len(buf))
         mels, ms = self.frontend.frames(buf[: (count - 1) * p.hop_length + p.n_fft])
-        self._pending = buf[count * p.hop_length :]
+        rest = buf[count * p.hop_length :]
+        self._pending, self._pending_len = [rest], len(rest)
         self._mels = np.concatenate([self._mels, mels])
         self._ms = np.concatenate([self._ms, ms])
         out = []
