@@ -31,6 +31,7 @@ from .sources import EndOfSource, Source
 _LOG = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.25  # how long one read waits for audio: bounds the reaction to SIGTERM
 END_WAIT_S = 5.0  # at the end of a file, how long to wait for the broker before spooling instead
+LINK_GRACE_S = 2.0  # a publisher not delivering for this long is reported in STATUS= (not the connect at start)
 
 
 class Publisher(Protocol):
@@ -114,6 +115,9 @@ class Daemon:
         self._zero_run = 0  # consecutive exact-zero samples
         self._started = time.monotonic()
         self._next_state = self._next_health = 0.0
+        self._status_text = ""  # the last STATUS= without the broker part
+        self._link_down_since: float | None = None
+        self._link_up = True  # what STATUS= says: False while it reports the broker unreachable
 
     def stop(self) -> None:
         """Ask the loop to finish (signal handlers call this)."""
@@ -122,7 +126,7 @@ class Daemon:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
         self.publisher.start()
-        self.notifier.status(f"waiting for audio from {self.source.describe()}")
+        self._status(f"waiting for audio from {self.source.describe()}")
         _LOG.info("listening to %s with model %s (%s)", self.source.describe(), self.model.bundle.name,
                   self.model.tflite.runtime)
         now = time.monotonic()
@@ -171,7 +175,8 @@ class Daemon:
         self._stalled_s = 0.0
         if self._audio_t0 is None:
             self._audio_t0 = time.time() - len(chunk) / self.source.rate
-            self.notifier.ready(f"listening to {self.source.describe()}")
+            self._status_text = f"listening to {self.source.describe()}"
+            self.notifier.ready(self._status_text)
         bad = ~np.isfinite(chunk)
         if bad.any():
             self.counters.bad_samples += int(bad.sum())
@@ -214,7 +219,7 @@ class Daemon:
             c.events += 1
             conf = "" if msg.confidence is None else f" ({msg.confidence:.2f})"
             _LOG.info("state: %s%s at %s", msg.label, conf, msg.window_end)
-            self.notifier.status(f"{msg.label}{conf}; {c.consumed} windows")
+            self._status(f"{msg.label}{conf}; {c.consumed} windows")
 
     def _publish_state(self) -> StateMessage:
         w = self._last_window
@@ -231,8 +236,26 @@ class Daemon:
         self._next_state = time.monotonic() + self.settings.mqtt.state_interval
         return msg
 
+    def _status(self, text: str) -> None:
+        """STATUS= is the state, plus the broker's absence while it lasts (systemctl status shows it)."""
+        self._status_text = text
+        if not self._link_up:
+            text += f"; MQTT broker unreachable, {self.publisher.stats().get('queued', 0)} queued"
+        self.notifier.status(text)
+
+    def _watch_link(self, now: float, refresh: bool) -> None:
+        if self.publisher.wait_connected(0):
+            self._link_down_since = None
+        elif self._link_down_since is None:
+            self._link_down_since = now
+        up = self._link_down_since is None or now - self._link_down_since < LINK_GRACE_S
+        if up != self._link_up or (refresh and not up):  # while it is down, the queued count is refreshed
+            self._link_up = up
+            self._status(self._status_text)
+
     def _due(self) -> None:
         now = time.monotonic()
+        self._watch_link(now, refresh=now >= self._next_health)
         if now >= self._next_state:
             if self.smoother.label is not None:
                 self._publish_state()  # heartbeat: the unchanged state, so subscribers see we are alive
