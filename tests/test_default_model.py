@@ -21,11 +21,26 @@ def test_shipped_bundle_is_complete_small_and_passed_the_default_gate():
     assert conversion["gate"] == {"min_agreement": 0.95, "max_ua_drop": 0.01}
     assert conversion["parity"]["agreement"] >= 0.95
     assert conversion["parity"]["keras_ua"] - conversion["parity"]["tflite_ua"] <= 0.01
-    split = bundle.info["training"]["split"]
-    assert split["kind"] == "actor"
-    sides = [set(split[p]["actors"]) for p in ("train", "val", "test")]
-    assert all(sides) and sides[0].isdisjoint(sides[1]) and sides[0].isdisjoint(sides[2]) and sides[1].isdisjoint(sides[2])
     assert "CC BY-NC-SA 4.0" in bundle.info["license"]
+
+
+def test_shipped_bundle_records_the_cross_validation_behind_it():
+    """The shipped model is the ensemble of a cross-validation's fold models (issue 8): it has seen every
+    actor, so it has no held-out side of its own; its figure is the CV of the recipe, one model per fold,
+    whose folds must be actor-disjoint and cover every actor once as test actors."""
+    bundle = load_bundle()
+    training, conversion = bundle.info["training"], bundle.info["conversion"]
+    split = training["split"]
+    assert split["kind"] == "all" and not split["val"]["actors"] and not split["test"]["actors"]
+    assert conversion["parity_side"].startswith("training clips")  # and it says so
+    members = training["members"]
+    tested = [a for m in members for a in m["test_actors"]]
+    assert sorted(tested) == split["train"]["actors"]  # every actor is a test actor of exactly one fold
+    for m in members:
+        assert m["val_actors"] and set(m["val_actors"]).isdisjoint(m["test_actors"])
+    cv = training["cv"]
+    assert cv["folds_done"] == list(range(cv["folds"])) == sorted(int(k) for k in cv["per_fold"])
+    assert bundle.output_kind == "logits" and bundle.temperature == conversion["calibration"]["temperature"]
 
 
 def test_predict_uses_the_shipped_model_by_default():
@@ -35,17 +50,17 @@ def test_predict_uses_the_shipped_model_by_default():
     assert list(result["probabilities"]) == list(load_bundle().labels)
 
 
-def test_shipped_model_recognises_its_test_actors_far_above_chance(ravdess):
-    """Catches label order, orientation or frontend drift: any of them drops this to chance (0.125)."""
+def test_shipped_model_recognises_ravdess_far_above_chance(ravdess):
+    """Catches label order, orientation or frontend drift: any of them drops this to chance (0.125).
+
+    The shipped ensemble trained on every actor here, so this is no accuracy figure (the CV is)."""
     model = EmotionModel.load()
-    test_actors = set(model.bundle.info["training"]["split"]["test"]["actors"])
-    rows = [r for r in csv.DictReader(open(ravdess / "manifest.csv")) if r["speaker"] in test_actors]
-    rows = rows[::4]
+    rows = list(csv.DictReader(open(ravdess / "manifest.csv")))[::12]
     truth, pred = [], []
     for r in rows:
         truth.append(r["emotion"])
         pred.append(predict_file(model, ravdess / r["path"]).label)
     truth_a, pred_a = np.array(truth), np.array(pred)
     ua = np.mean([np.mean(pred_a[truth_a == c] == c) for c in np.unique(truth_a)])
-    print(f"shipped model on {len(rows)} clips of its test actors {sorted(test_actors)}: UA {ua:.3f}")
-    assert ua > 0.3
+    print(f"shipped model on {len(rows)} RAVDESS clips (seen in training): UA {ua:.3f}")
+    assert ua > 0.5
