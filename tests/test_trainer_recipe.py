@@ -196,7 +196,10 @@ def test_cv_calibration_and_the_ensemble_of_fold_models_convert_to_one_logits_bu
     ens = tmp_path / "ensemble"
     assert train(["ensemble", str(cv), "--out", str(ens)]) == 0
     run = read_run(ens)
-    assert run["split"]["kind"] == "all" and len(run["members"]) == 3 and run["metrics"] == {"val": {}, "test": {}}
+    assert run["split"]["kind"] == "all" and len(run["members"]) == 3
+    assert run["metrics"]["val"] == run["metrics"]["test"] == {}
+    assert run["metrics"]["cv"]["all"]["unweighted_accuracy"] == summary["summary"]["all"]["unweighted_accuracy"]["mean"]
+    assert run["metrics"]["cv"]["all"]["actors"] == run["split"]["train"]["actors"]
     assert sorted(a for m in run["members"] for a in m["test_actors"]) == run["split"]["train"]["actors"]
     # the ensemble is the mean of its members' logits, and its batch-1 clone is the same model
     x = _windows(3)

@@ -9,7 +9,8 @@ held-out side: run.json's split is kind `all` (every clip on the training side, 
 cross-validation of the recipe (one model per fold), which is the figure to quote. An ensemble's
 own CV figure would leak: each fold's test actors trained the other members.
 
-run.json as trainer/run.py describes it, plus
+run.json as trainer/run.py describes it (metrics: `cv` holds the CV means per group, with every
+fold's test actors and clips; val and test are empty), plus
     members   [{name, run, test_actors, val_actors, best_epoch}] in output-averaging order
     cv        the CV summary (cv_summary.json) of the recipe
 """
@@ -130,7 +131,7 @@ def ensemble_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = N
         "cv": summary,
         "training": {"members": len(runs), "epochs_run": [r["training"]["epochs_run"] for r in runs],
                      "best_epoch": [r["training"]["best_epoch"] for r in runs]},
-        "metrics": {"val": {}, "test": {}},
+        "metrics": {"cv": _cv_metrics(runs, summary), "val": {}, "test": {}},
         "command": [command],
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "moodmic_version": __version__,
@@ -149,3 +150,17 @@ def _sexes(runs: list[dict]) -> dict[str, int]:
         for sex, n in runs[0]["split"][p]["sex"].items():
             total[sex] = total.get(sex, 0) + n
     return dict(sorted(total.items()))
+
+
+def _cv_metrics(runs: list[dict], summary: dict) -> dict[str, dict]:
+    """The CV means per group (all, speech, song) in a run's metrics layout, over every fold's test clips."""
+    from .evaluate import HEADLINE
+
+    out = {}
+    for group, stats in summary.get("summary", {}).items():
+        out[group] = {k: stats[k]["mean"] for k in HEADLINE}
+        out[group]["clips"] = sum(r["metrics"]["test"][group]["clips"] for r in runs)
+        out[group]["std"] = {k: stats[k]["std"] for k in HEADLINE}
+    if "all" in out:
+        out["all"]["actors"] = sorted(a for r in runs for a in r["split"]["test"]["actors"])
+    return out
