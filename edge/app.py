@@ -86,7 +86,7 @@ def sidebar(model: EmotionModel, max_seconds: float, max_mb: int) -> None:
         for split in dict.fromkeys(r.split for r in rows):
             part = [r for r in rows if r.split == split]
             actors = f" {' '.join(part[0].actors)}" if part[0].actors else ""
-            title = "cross-validated" if split == "cv" else f"{split} actors{actors}"
+            title = f"cross-validated over actors{actors}" if split == "cv" else f"{split} actors{actors}"
             sb.markdown(f"**{title}**")
             table = ["| clips | n | UA | F1 |", "|:--|--:|--:|--:|"]
             table += [f"| {r.subset} | {r.clips if r.clips is not None else '–'} | "
