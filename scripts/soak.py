@@ -35,7 +35,8 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 import soundfile as sf  # noqa: E402
 
-from faults_lib import SR, TimedRecorder, daemon_counts, machine, speech_chunks, update_section  # noqa: E402
+from faults_lib import (SR, TimedRecorder, code_version, daemon_counts, machine, speech_chunks,  # noqa: E402
+                        update_section)
 
 RAVDESS = (REPO / ".." / "shared" / "data" / "ravdess").resolve()
 RSS_LIMIT_MB = 5.0
@@ -74,13 +75,6 @@ def expected_windows(samples: int, hop_seconds: float) -> int:
 
 def duration(minutes: float) -> str:
     return f"{minutes / 60:g} h" if minutes >= 60 and minutes % 60 == 0 else f"{minutes:g} min"
-
-
-def code_version() -> str:
-    """The commit the daemon runs from, `+changes` when edge/ differs from it."""
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    head = git("rev-parse", "--short", "HEAD") or "?"
-    return head + ("+changes" if git("status", "--porcelain", "--", "edge") else "")
 
 
 def soak(minutes: float, *, realtime: bool = False, mqtt: str = "off", every: float | None = None,
@@ -198,7 +192,7 @@ def render(rows: list[dict]) -> str:
     for r in rows:
         failed = [k for k, ok in r["checks"].items() if not ok]
         lines.append(
-            f"| {r['run']} | {r['audio_min']} min | {r['wall_s']:.0f} s | {r['consumed']} ({r['gated']} / "
+            f"| {r['run']} | {duration(r['audio_min'])} | {r['wall_s']:.0f} s | {r['consumed']} ({r['gated']} / "
             f"{r['inferred']}) | {r['states']} + {r['events']} | {r['acked']} / {r['spooled']} / {r['dropped']} | "
             f"{r.get('received', '-')} | {r['rss_start_mb']} / {r['rss_end_mb']} / {r['rss_max_mb']} "
             f"(+{r['rss_growth_mb']}) | {r['threads_start']} -> {r['threads_max']} | "
