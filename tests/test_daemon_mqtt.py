@@ -186,3 +186,17 @@ def test_sigterm_during_an_outage_spools_and_the_next_start_delivers(broker, rav
     assert keys.index(next(k for k in keys if k[0] != first_boot)) == len(before)  # spool first, then new states
     assert not spool.exists() or not spool.read_text().strip()
     rec.stop()
+
+
+def test_sigterm_publishes_offline_and_exits_0(broker, ravdess, tmp_path):
+    rec = Recorder(broker, [f"{BASE}/#"]).start()
+    daemon = start_daemon(config(tmp_path / "c.yaml", broker), speech_file(ravdess, tmp_path / "s.wav", clips=4))
+    assert rec.wait_for(lambda m: any(x.topic == f"{BASE}/state" for x in m), 20)
+    t0 = time.monotonic()
+    daemon.send_signal(signal.SIGTERM)
+    _, err = daemon.communicate(timeout=10)
+    assert daemon.returncode == 0, err
+    assert time.monotonic() - t0 < 2.5
+    assert rec.wait_for(lambda m: [x.text() for x in m if x.topic == f"{BASE}/availability"][-1:] == ["offline"], 5)
+    assert not (tmp_path / "state" / "spool.jsonl").exists()  # the broker was there: nothing left to spool
+    rec.stop()
