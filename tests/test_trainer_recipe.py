@@ -5,6 +5,7 @@ with a temperature converted with its parity gate on the training side."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ pytest.importorskip("tensorflow", reason="the trainer needs the train extra (Ten
 pytest.importorskip("tf_keras", reason="the trainer needs the train extra (tf-keras)")
 pytestmark = pytest.mark.tensorflow
 
+from edge.errors import EXIT_USAGE  # noqa: E402
 from edge.features import FeatureParams  # noqa: E402
 from trainer.augment import AugmentSettings, augment_windows  # noqa: E402
 from trainer.calibrate import ece, fit_temperature, nll  # noqa: E402
@@ -215,3 +217,43 @@ def test_cv_calibration_and_the_ensemble_of_fold_models_convert_to_one_logits_bu
     assert bundle.output_kind == "logits" and bundle.temperature == cal["temperature"]
     assert len(bundle.info["training"]["members"]) == 3 and bundle.info["training"]["cv"]["folds_done"] == [0, 1, 2]
     assert EmotionModel(bundle).probabilities(x).shape == (3, 8)
+
+
+def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_scores_each_fold(tmp_path):
+    from trainer.cli import main as train
+    from trainer.run import read_run, rebuild_model
+    from trainer_synth import make_corpus
+
+    corpus = make_corpus(tmp_path / "corpus", speakers=6, reps=1)
+    common = ["--data", str(corpus), "--folds", "3", "--arch", "tiny", "--epochs", "2", "--val-actors", "1",
+              "--cache", str(tmp_path / "cache")]
+    cvs = [tmp_path / f"cv-{s}" for s in (1, 2)]
+    for cv, seed in zip(cvs, (1, 2)):
+        assert train(["cv", *common, "--out", str(cv), "--init-seed", str(seed), "--fold", "0"]) == 0
+    a, b = (cv / "fold-0" for cv in cvs)
+    # same items and augmented copies (the run seed's), different weights (the init seed's)
+    assert (a / "fit_items.csv").read_text() == (b / "fit_items.csv").read_text()
+    x = _windows(4)
+    ma, mb = (load_keras_model(d / "model.keras", compile=False) for d in (a, b))
+    assert not np.allclose(ma.predict_on_batch(x), mb.predict_on_batch(x))
+
+    out = tmp_path / "members"
+    assert train(["members", *map(str, cvs), "--out", str(out)]) == 0
+    run = read_run(out / "fold-0")
+    assert [m["init_seed"] for m in run["members"]] == [1, 2]
+    assert run["split"] == read_run(a)["split"] and run["metrics"]["test"]["all"]["clips"] == run["split"]["test"]["clips"]
+    mean = (ma.predict_on_batch(x) + mb.predict_on_batch(x)) / 2
+    combined = load_keras_model(out / "fold-0" / "model.keras", compile=False)
+    assert np.allclose(combined.predict_on_batch(x), mean, atol=1e-5)
+    clone = rebuild_model(out / "fold-0", batch_size=1)  # what the converter builds
+    assert np.allclose(np.concatenate([clone.predict_on_batch(w[None]) for w in x]), mean, atol=1e-4)
+    assert json.loads((out / "cv_summary.json").read_text())["folds_done"] == [0]
+
+    # the same member twice, or members of different recipes, are refused with the reason
+    assert train(["members", str(cvs[0]), str(cvs[0]), "--out", str(tmp_path / "twice")]) == EXIT_USAGE
+    other = tmp_path / "cv-other"
+    shutil.copytree(cvs[1], other)
+    changed = json.loads((other / "fold-0" / "run.json").read_text())
+    changed["settings"]["fit"]["learning_rate"] = 0.1
+    (other / "fold-0" / "run.json").write_text(json.dumps(changed))
+    assert train(["members", str(cvs[0]), str(other), "--out", str(tmp_path / "mixed")]) == EXIT_USAGE

@@ -6,6 +6,7 @@
     moodmic-train evaluate RUN_OR_BUNDLE [--data DIR] [--out DIR]
     moodmic-train calibrate CV_DIR               temperature from the CV's validation actors (logits models)
     moodmic-train ensemble CV_DIR --out RUN      the CV's fold models averaged in one model (a run to convert)
+    moodmic-train members CV_DIR CV_DIR ... --out DIR   a CV of ensembles: cv runs differing in --init-seed, per fold
 
 Settings options default to the dataclass defaults (trainer.run.RunSettings and the settings it
 holds); a resumed run keeps its saved settings, and an option given with --resume must agree.
@@ -61,6 +62,8 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--monitor", "fit.monitor", {"choices": tuple(MONITORS)}, "validation quantity that stops, slows and picks the model"),
     ("--crops", "fit.crops", {"type": int, "metavar": "N"}, "random window crops per training row per epoch"),
     ("--oversample", "fit.oversample", {"action": argparse.BooleanOptionalAction}, "oversample minority classes (training only)"),
+    ("--init-seed", "fit.init_seed", {"type": int, "metavar": "N"},
+     "seed of weights, crops and batch augmentation only (ensemble members; default: --seed)"),
     ("--label-smoothing", "fit.label_smoothing", {"type": float, "metavar": "E"}, "label smoothing of the loss's targets"),
     ("--gain-db", "augment.gain_db", {"type": float, "metavar": "DB"}, "random gain of training windows, +- dB (0: off)"),
     ("--time-masks", "augment.time_masks", {"type": int, "metavar": "N"}, "SpecAugment time masks per training window"),
@@ -82,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         for flag, path, options, help_text in _SETTINGS_FLAGS:
             default = get_setting(DEFAULTS, path)
-            shown = f" (default {default})" if default not in ("", ()) else ""
+            shown = f" (default {default})" if default not in ("", (), None) else ""
             p.add_argument(flag, dest=path, default=argparse.SUPPRESS, help=help_text + shown, **options)
         if name == "train":
             p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved epoch")
@@ -92,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where to write the results (default: RUN/evaluations/<data>)")
     p = sub.add_parser("calibrate", help="fit a temperature on the validation actors of a cross-validation")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv --out folder whose models output logits")
+    p = sub.add_parser("members", help="a cross-validation of ensembles: per fold, the members of several cv runs averaged")
+    p.add_argument("cv_dirs", metavar="CV_DIR", nargs="+", help="moodmic-train cv folders that differ only in --init-seed")
+    p.add_argument("--out", metavar="DIR", required=True, help="where the per-fold ensembles and their cv_summary go")
     p = sub.add_parser("ensemble", help="the fold models of a cross-validation averaged in one model (a run directory)")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv --out folder")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (moodmic-convert reads it)")
@@ -127,6 +133,11 @@ def run(argv: list[str] | None = None) -> None:
         from .calibrate import calibrate_cv
 
         calibrate_cv(args.cv_dir)
+        return
+    if args.command == "members":
+        from .members import members_cv
+
+        members_cv(args.cv_dirs, args.out, argv=argv)
         return
     if args.command == "ensemble":
         from .ensemble import ensemble_run

@@ -11,6 +11,8 @@ converter's batch-1 clone).
   SeqSelfAttention (keras-self-attention, sigmoid), GlobalAveragePooling, Dense 256 / 128 / n.
 - `cnn`: a small BatchNorm CNN (~0.2 M parameters), the kind that did better than the seed on
   unseen actors (DESIGN.md).
+- `cnn2d`: 2-D convolutions over (time, mel) (~95 k parameters, ~45 M multiply-adds per window):
+  filters shared across frequency. Tried once for the default model and not kept (MODEL_CARD.md).
 - `tiny`: a ~12 k-parameter CNN for tests and smoke runs.
 - `tiny_lstm`: the seed's op mix at toy size, so converter tests meet the seed's fused LSTM graph.
 
@@ -91,6 +93,21 @@ def _cnn(x, n_labels: int, activation: str | None = "softmax"):
     return L.Dense(n_labels, activation=activation)(x)
 
 
+def _cnn2d(x, n_labels: int, activation: str | None = "softmax"):
+    """2-D convolutions over (time, mel): filters shared across frequency, so a voice's pitch or
+    formants a few bands higher meet the same weights (the 1-D `cnn` learns each band apart)."""
+    x = L.Reshape((x.shape[1], x.shape[2], 1))(x)
+    x = L.AveragePooling2D((1, 2))(x)  # 64 bands: half the compute, ~1/3 octave still resolved
+    for filters in (24, 48, 64, 96):
+        x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization()(x)
+        x = L.ReLU()(x)
+        x = L.MaxPooling2D(2)(x)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dropout(0.3)(x)
+    return L.Dense(n_labels, activation=activation)(x)
+
+
 def _tiny(x, n_labels: int, activation: str | None = "softmax"):
     x = L.Conv1D(16, 5, strides=2, activation="relu")(x)
     x = L.MaxPooling1D(2)(x)
@@ -110,7 +127,7 @@ def _tiny_lstm(x, n_labels: int, activation: str | None = "softmax"):
     return L.Dense(n_labels, activation=activation)(x)
 
 
-ARCHS: dict[str, Callable] = {"seed": _seed, "cnn": _cnn, "tiny": _tiny, "tiny_lstm": _tiny_lstm}
+ARCHS: dict[str, Callable] = {"seed": _seed, "cnn": _cnn, "cnn2d": _cnn2d, "tiny": _tiny, "tiny_lstm": _tiny_lstm}
 
 
 def build_model(arch: str, n_labels: int, params: FeatureParams, batch_size: int | None = None,

@@ -223,12 +223,13 @@ def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides:
     data.write_fit_items(run_dir / "fit_items.csv")
     state = load_state(run_dir) if resume else None
     model = None
+    seed = settings.fit.member_seed(settings.seed)
     if state is None:
-        models.keras.utils.set_random_seed(settings.seed)
+        models.keras.utils.set_random_seed(seed)
         model = models.build_model(settings.arch, len(labels), frontend.params, settings=settings.model)
-        model.get_layer(models.INPUT_NORM).adapt(data.crop_sample(2048, settings.seed))
+        model.get_layer(models.INPUT_NORM).adapt(data.crop_sample(2048, seed))
         models.compile_model(model, settings.fit.learning_rate, settings.fit.focal_gamma, settings.fit.label_smoothing)
-    return data, fit(model, data, settings.fit, run_dir, settings.seed, state)
+    return data, fit(model, data, settings.fit, run_dir, seed, state)
 
 
 def _evaluate(run_dir: Path, infer, corpus: Corpus, split: Split, sides: dict[str, list[Clip]], frontend: Frontend,

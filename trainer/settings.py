@@ -34,6 +34,12 @@ class FitSettings:
     crops: int = 1  # random window crops per training row per epoch
     oversample: bool = True  # repeat minority-class items (training split only)
     label_smoothing: float = 0.0  # of the loss's targets (losses.FocalLoss)
+    # Seed of the weights, the epochs' crops and batch augmentation; None: the run seed. Members of an
+    # ensemble differ only here: same folds, same cached augmented copies (those follow the run seed).
+    init_seed: int | None = None
+
+    def member_seed(self, run_seed: int) -> int:
+        return run_seed if self.init_seed is None else self.init_seed
 
 
 @dataclass(frozen=True)

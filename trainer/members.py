@@ -1,0 +1,122 @@
+"""`moodmic-train members CV_DIR CV_DIR ... --out DIR`: a cross-validation of ensembles.
+
+Each CV_DIR is a `moodmic-train cv` of the same recipe and folds, differing only in `--init-seed`
+(weights, crops and batch augmentation). For every fold finished in all of them, DIR/fold-K holds
+one model averaging the members' outputs (ensemble.combine), scored on that fold's validation and
+test actors exactly as a fold run is (whole files through edge.predict), and DIR gets the same
+cv_summary as `cv`. Every member of fold K trained on fold K's training actors only, so this is a
+speaker-independent figure for the recipe "an ensemble of N members" (unlike `ensemble`, which
+averages models of different folds).
+
+DIR/fold-K is a run directory (run.json as trainer/run.py describes it), so `calibrate DIR` and
+the converter read it like any fold; run.json adds
+    members   [{name, run, init_seed, best_epoch}] in output-averaging order
+and training.best_epoch / epochs_run are lists, one entry per member.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.errors import UsageError
+from edge.features import FeatureParams, Frontend
+
+from .corpus import load_corpus
+from .crossval import fold_dir, summarize
+from .ensemble import combine
+from .evaluate import HEADLINE
+from .run import KERAS_MODEL, RUN_FILE, _command, _evaluate, _write_json, read_run
+from .settings import RunSettings
+from .splits import make_split
+
+# What members of one ensemble must share, besides their settings but for init seed and folder.
+_SHARED = ("labels", "features", "split")
+
+
+def member_name(k: int) -> str:
+    return f"member_{k}"
+
+
+def members_cv(cv_dirs: list[str | Path], out: str | Path, argv: list[str] | None = None) -> dict[str, Any]:
+    cv_dirs, out = [Path(d) for d in cv_dirs], Path(out)
+    if len(cv_dirs) < 2:
+        raise UsageError("members needs two or more cross-validation folders (moodmic-train cv --init-seed N)")
+    if out.resolve() in {d.resolve() for d in cv_dirs}:
+        raise UsageError(f"{out}: is one of the members; choose another --out")
+    finished = [{int(d.name[5:]) for d in cv.glob("fold-*") if (d / RUN_FILE).is_file()} for cv in cv_dirs]
+    folds = sorted(set.intersection(*finished))
+    if not folds:
+        raise UsageError(f"no fold is finished in every one of {', '.join(map(str, cv_dirs))}; finish their cv runs first")
+    for k in folds:
+        if (fold_dir(out, k) / RUN_FILE).is_file():
+            print(f"{fold_dir(out, k)}: finished, kept", file=sys.stderr)
+            continue
+        _combine_fold(k, [fold_dir(cv, k) for cv in cv_dirs], fold_dir(out, k), argv)
+    return summarize(out)
+
+
+def _recipe(run: dict) -> RunSettings:
+    """A member's settings without what members may differ in."""
+    s = RunSettings.from_dict(run["settings"])
+    return replace(s, out="", fit=replace(s.fit, init_seed=None))
+
+
+def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | None) -> None:
+    from .model import batched_infer, load_keras_model
+
+    runs = [read_run(d) for d in run_dirs]
+    first = runs[0]
+    for d, r in zip(run_dirs[1:], runs[1:]):
+        differ = [key for key in _SHARED if r[key] != first[key]]
+        differ += [f.name for f in fields(RunSettings) if getattr(_recipe(r), f.name) != getattr(_recipe(first), f.name)]
+        if differ:
+            raise UsageError(f"{d} and {run_dirs[0]} differ in {', '.join(differ)}: members must share the recipe and folds")
+    seeds = [RunSettings.from_dict(r["settings"]).fit.member_seed(r["seed"]) for r in runs]
+    if len(set(seeds)) < len(seeds):
+        raise UsageError(f"fold {k}: members share an init seed ({seeds}); train each with its own --init-seed")
+    logits = bool((first["settings"].get("model") or {}).get("logits", False))
+    params = FeatureParams.from_dict(first["features"])
+    members = []
+    for i, (d, r) in enumerate(zip(run_dirs, runs)):
+        m = load_keras_model(d / r["keras_model"], compile=False)
+        m._name = member_name(i)
+        members.append(m)
+    model = combine(members, None, params, logits)
+
+    settings = RunSettings.from_dict(first["settings"])
+    corpus = load_corpus(settings.data)
+    split = make_split(corpus, settings.split, settings.seed)
+    if split.describe(corpus) != first["split"]:
+        raise UsageError(f"{settings.data}: the corpus or its split changed since {run_dirs[0]} ran")
+    sides = {part: split.clips(corpus, part) for part in ("train", "val", "test")}
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / KERAS_MODEL)
+    shutil.copy2(run_dirs[0] / "manifest.csv", out / "manifest.csv")
+    frontend = Frontend(params)
+    metrics = _evaluate(out, batched_infer(model), corpus, split, sides, frontend, params.hop_frames(first["eval_hop_s"]))
+    command = _command(argv)
+    (out / "command.txt").write_text(command + "\n", encoding="utf-8")
+    run = {
+        **{key: first[key] for key in ("format_version", "labels", "features", "eval_hop_s", "input_layout", "arch", "data", "seed")},
+        "name": out.name,
+        "keras_model": KERAS_MODEL,
+        "parameters": int(model.count_params()),
+        "split": metrics["split"],
+        "settings": {**first["settings"], "out": str(out)},
+        "members": [{"name": member_name(i), "run": str(d), "init_seed": s, "best_epoch": r["training"]["best_epoch"]}
+                    for i, (d, r, s) in enumerate(zip(run_dirs, runs, seeds))],
+        "training": {key: [r["training"][key] for r in runs] for key in ("epochs_run", "best_epoch")},
+        "metrics": {part: metrics[part] for part in ("val", "test")},
+        "command": [command],
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "moodmic_version": __version__,
+    }
+    _write_json(out / RUN_FILE, run)
+    print(f"{out}: {len(runs)} members, test " + ", ".join(f"{m} {metrics['test']['all'][m]:.3f}" for m in HEADLINE),
+          file=sys.stderr)
