@@ -4,6 +4,7 @@ with a temperature converted with its parity gate on the training side."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -219,17 +220,20 @@ def test_cv_calibration_and_the_ensemble_of_fold_models_convert_to_one_logits_bu
     assert EmotionModel(bundle).probabilities(x).shape == (3, 8)
 
 
-def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_scores_each_fold(tmp_path):
+def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains_them_on_every_actor(tmp_path):
+    from converter.cli import main as convert
+    from edge.bundle import load_bundle
     from trainer.cli import main as train
+    from trainer.final import median_schedule
     from trainer.run import read_run, rebuild_model
     from trainer_synth import make_corpus
 
     corpus = make_corpus(tmp_path / "corpus", speakers=6, reps=1)
-    common = ["--data", str(corpus), "--folds", "3", "--arch", "tiny", "--epochs", "2", "--val-actors", "1",
-              "--cache", str(tmp_path / "cache")]
+    common = ["--data", str(corpus), "--folds", "3", "--arch", "tiny", "--epochs", "3", "--val-actors", "1",
+              "--cache", str(tmp_path / "cache"), "--lr-patience", "1"]
     cvs = [tmp_path / f"cv-{s}" for s in (1, 2)]
     for cv, seed in zip(cvs, (1, 2)):
-        assert train(["cv", *common, "--out", str(cv), "--init-seed", str(seed), "--fold", "0"]) == 0
+        assert train(["cv", *common, "--out", str(cv), "--init-seed", str(seed)]) == 0
     a, b = (cv / "fold-0" for cv in cvs)
     # same items and augmented copies (the run seed's), different weights (the init seed's)
     assert (a / "fit_items.csv").read_text() == (b / "fit_items.csv").read_text()
@@ -247,7 +251,30 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_scores_each_
     assert np.allclose(combined.predict_on_batch(x), mean, atol=1e-5)
     clone = rebuild_model(out / "fold-0", batch_size=1)  # what the converter builds
     assert np.allclose(np.concatenate([clone.predict_on_batch(w[None]) for w in x]), mean, atol=1e-4)
-    assert json.loads((out / "cv_summary.json").read_text())["folds_done"] == [0]
+    assert json.loads((out / "cv_summary.json").read_text())["folds_done"] == [0, 1, 2]
+
+    # the final model: each member's recipe on every actor, for its CV's median best epoch, at the
+    # median learning rate of each epoch of its folds; then averaged, and converted with the CV figure
+    final = tmp_path / "final"
+    assert train(["final", str(out), "--out", str(final)]) == 0
+    run = read_run(final)
+    assert run["split"]["kind"] == "all" and run["metrics"]["test"] == {}
+    assert run["metrics"]["cv"]["all"]["unweighted_accuracy"] == pytest.approx(
+        json.loads((out / "cv_summary.json").read_text())["summary"]["all"]["unweighted_accuracy"]["mean"])
+    for i, (cv, m) in enumerate(zip(cvs, run["members"])):
+        member = read_run(final / f"member-{i}")
+        folds = [read_run(cv / f"fold-{k}") for k in range(3)]
+        assert m["init_seed"] == i + 1 and member["split"]["kind"] == "all"
+        assert member["split"]["train"]["clips"] == sum(folds[0]["split"][p]["clips"] for p in ("train", "val", "test"))
+        epochs = int(round(float(np.median([f["training"]["best_epoch"] for f in folds]))))
+        assert member["training"]["epochs_run"] == epochs
+        histories = [list(csv.DictReader(open(cv / f"fold-{k}" / "history.csv"))) for k in range(3)]
+        rows = list(csv.DictReader(open(final / f"member-{i}" / "history.csv")))
+        assert [float(r["lr"]) for r in rows] == pytest.approx(median_schedule(histories, epochs))
+    assert train(["final", str(out), "--out", str(final)]) == 0  # finished: kept, nothing retrained
+    bundle_dir = tmp_path / "final-bundle"
+    assert convert([str(final), "--out", str(bundle_dir), "--parity-side", "train"]) == 0
+    assert load_bundle(bundle_dir).info["training"]["cv"]["folds_done"] == [0, 1, 2]
 
     # the same member twice, or members of different recipes, are refused with the reason
     assert train(["members", str(cvs[0]), str(cvs[0]), "--out", str(tmp_path / "twice")]) == EXIT_USAGE

@@ -7,6 +7,7 @@
     moodmic-train calibrate CV_DIR               temperature from the CV's validation actors (logits models)
     moodmic-train ensemble CV_DIR --out RUN      the CV's fold models averaged in one model (a run to convert)
     moodmic-train members CV_DIR CV_DIR ... --out DIR   a CV of ensembles: cv runs differing in --init-seed, per fold
+    moodmic-train final CV_DIR --out RUN         the CV's recipe trained on every actor (epochs and rates from the CV)
 
 Settings options default to the dataclass defaults (trainer.run.RunSettings and the settings it
 holds); a resumed run keeps its saved settings, and an option given with --resume must agree.
@@ -59,6 +60,8 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--batch-size", "fit.batch_size", {"type": int, "metavar": "N"}, "windows per batch"),
     ("--lr", "fit.learning_rate", {"type": float, "metavar": "RATE"}, "Adam learning rate"),
     ("--patience", "fit.patience", {"type": int, "metavar": "EPOCHS"}, "early stopping patience (epochs)"),
+    ("--lr-patience", "fit.lr_patience", {"type": int, "metavar": "EPOCHS"},
+     "halve the learning rate after this many epochs without a better validation value"),
     ("--monitor", "fit.monitor", {"choices": tuple(MONITORS)}, "validation quantity that stops, slows and picks the model"),
     ("--crops", "fit.crops", {"type": int, "metavar": "N"}, "random window crops per training row per epoch"),
     ("--oversample", "fit.oversample", {"action": argparse.BooleanOptionalAction}, "oversample minority classes (training only)"),
@@ -98,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("members", help="a cross-validation of ensembles: per fold, the members of several cv runs averaged")
     p.add_argument("cv_dirs", metavar="CV_DIR", nargs="+", help="moodmic-train cv folders that differ only in --init-seed")
     p.add_argument("--out", metavar="DIR", required=True, help="where the per-fold ensembles and their cv_summary go")
+    p = sub.add_parser("final", help="a finished cross-validation's recipe trained on every actor (a run to convert)")
+    p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv or members folder, every fold finished")
+    p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (resumable)")
     p = sub.add_parser("ensemble", help="the fold models of a cross-validation averaged in one model (a run directory)")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv --out folder")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (moodmic-convert reads it)")
@@ -138,6 +144,11 @@ def run(argv: list[str] | None = None) -> None:
         from .members import members_cv
 
         members_cv(args.cv_dirs, args.out, argv=argv)
+        return
+    if args.command == "final":
+        from .final import final_run
+
+        final_run(args.cv_dir, args.out, argv=argv)
         return
     if args.command == "ensemble":
         from .ensemble import ensemble_run

@@ -109,7 +109,7 @@ def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | Non
         "parameters": int(model.count_params()),
         "split": metrics["split"],
         "settings": {**first["settings"], "out": str(out)},
-        "members": [{"name": member_name(i), "run": str(d), "init_seed": s, "best_epoch": r["training"]["best_epoch"]}
+        "members": [{"name": member_name(i), "run": str(d.resolve()), "init_seed": s, "best_epoch": r["training"]["best_epoch"]}
                     for i, (d, r, s) in enumerate(zip(run_dirs, runs, seeds))],
         "training": {key: [r["training"][key] for r in runs] for key in ("epochs_run", "best_epoch")},
         "metrics": {part: metrics[part] for part in ("val", "test")},

@@ -37,6 +37,9 @@ class FitSettings:
     # Seed of the weights, the epochs' crops and batch augmentation; None: the run seed. Members of an
     # ensemble differ only here: same folds, same cached augmented copies (those follow the run seed).
     init_seed: int | None = None
+    # The learning rate of each epoch, for a run without a validation side (the final model replays
+    # its cross-validation's median schedule: trainer/final.py); () = learning_rate throughout.
+    lr_schedule: tuple[float, ...] = ()
 
     def member_seed(self, run_seed: int) -> int:
         return run_seed if self.init_seed is None else self.init_seed

@@ -8,7 +8,8 @@ the counters, and rewrites history.csv from the state, so every epoch appears in
 The best model by validation loss is kept as `checkpoints/best-EEE.keras`.
 
 Without a validation side (split `all`: the final model on every speaker) nothing can stop or
-choose: the run trains for exactly `epochs` epochs at the set learning rate and keeps the last one.
+choose: the run trains for exactly `epochs` epochs at the set learning rate, or at the rate of each
+epoch in `lr_schedule`, and keeps the last one.
 """
 
 from __future__ import annotations
@@ -177,6 +178,10 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
         monitor, validation = s.monitor, {"validation_data": (data.val_x, data.val_y), "validation_batch_size": 256}
     else:
         tracked, monitor, validation = {}, None, {}
+    schedule = []
+    if s.lr_schedule and not data.has_validation:
+        rates = s.lr_schedule
+        schedule.append(keras.callbacks.LearningRateScheduler(lambda epoch, lr: rates[min(epoch, len(rates) - 1)]))
     checkpointer = Checkpointer(run_dir, monitor, tracked, state)
     done = checkpointer.state["epochs_done"]
     if saved:
@@ -191,7 +196,7 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
             **validation,
             epochs=s.epochs,
             initial_epoch=done,
-            callbacks=[*tracked.values(), checkpointer],  # checkpointer last: it saves the others' counters
+            callbacks=[*schedule, *tracked.values(), checkpointer],  # checkpointer last: it saves the others' counters
             shuffle=False,  # the epoch plan is already shuffled, reproducibly
             verbose=1 if sys.stdout.isatty() else 2,
         )

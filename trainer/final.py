@@ -1,0 +1,129 @@
+"""`moodmic-train final CV_DIR --out RUN`: the recipe of a finished cross-validation, trained on every actor.
+
+CV_DIR is a `moodmic-train cv` folder (one model per fold) or a `moodmic-train members` folder (an
+ensemble per fold). For each member of the recipe, a run on every clip of the corpus (split `all`)
+with the member's own settings, for the epoch count its cross-validation chose (the median best
+epoch over folds) and with the learning rate of each epoch its folds used (the median over folds,
+as ReduceLROnPlateau lowered it): with no validation side there is nothing to stop or choose on.
+Several members are then averaged in one model (ensemble.combine), as RUN. With one member RUN is
+that member's run.
+
+RUN is a run directory the converter reads (convert it with `--parity-side train`: it has no
+held-out side). Its figure is CV_DIR's cross-validation, which it carries: run.json adds
+    members   [{name, run, init_seed, epochs}] in output-averaging order (several members only)
+    cv        CV_DIR's cv_summary.json
+and metrics.cv the CV means per group. Resumable: finished member runs are kept, unfinished ones
+continue from their last epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge import __version__
+from edge.errors import UsageError
+from edge.features import FeatureParams
+
+from .crossval import SUMMARY, summarize
+from .ensemble import _cv_metrics, combine
+from .run import KERAS_MODEL, RUN_FILE, _command, _write_json, read_run, train_run
+from .settings import SETTINGS_FILE, RunSettings
+
+
+def member_name(k: int) -> str:
+    return f"member_{k}"
+
+
+def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None) -> dict[str, Any]:
+    cv_dir, out = Path(cv_dir), Path(out)
+    folds = sorted((d for d in cv_dir.glob("fold-*") if (d / RUN_FILE).is_file()), key=lambda d: int(d.name[5:]))
+    runs = [read_run(d) for d in folds]
+    if not runs or len(runs) != runs[0]["split"]["folds"]:
+        raise UsageError(f"{cv_dir}: {len(runs)} finished folds; finish its cross-validation before training the final model")
+    if "members" in runs[0]:  # moodmic-train members: member i of every fold
+        member_folds = [[Path(r["members"][i]["run"]) for r in runs] for i in range(len(runs[0]["members"]))]
+    else:
+        member_folds = [folds]
+    summary = json.loads((cv_dir / SUMMARY).read_text(encoding="utf-8")) if (cv_dir / SUMMARY).is_file() else summarize(cv_dir)
+    if len(member_folds) == 1:
+        run = _train_member(member_folds[0], out, argv)
+        run |= {"cv": summary, "metrics": {**run["metrics"], "cv": _cv_metrics(runs, summary)}}
+        _write_json(out / RUN_FILE, run)
+        return run
+    members = [_train_member(dirs, out / f"member-{i}", argv) for i, dirs in enumerate(member_folds)]
+    return _combine(members, [out / f"member-{i}" for i in range(len(members))], cv_dir, runs, summary, out, argv)
+
+
+def median_schedule(histories: list[list[dict]], epochs: int) -> tuple[float, ...]:
+    """The median over folds of the learning rate at each epoch 1..epochs (a fold that stopped sooner keeps its last)."""
+    rates = [[float(h[min(e, len(h) - 1)]["lr"]) for e in range(epochs)] for h in histories]
+    return tuple(float(v) for v in np.median(np.array(rates), axis=0))
+
+
+def _train_member(fold_dirs: list[Path], out: Path, argv: list[str] | None) -> dict[str, Any]:
+    if (out / RUN_FILE).is_file():
+        print(f"{out}: finished, kept", file=sys.stderr)
+        return read_run(out)
+    runs = [read_run(d) for d in fold_dirs]
+    epochs = int(round(float(np.median([r["training"]["best_epoch"] for r in runs]))))
+    histories = [list(csv.DictReader(open(d / "history.csv", newline="", encoding="utf-8"))) for d in fold_dirs]
+    base = RunSettings.from_dict(runs[0]["settings"])
+    settings = replace(base, out=str(out), split=replace(base.split, kind="all"),
+                       fit=replace(base.fit, epochs=epochs, lr_schedule=median_schedule(histories, epochs)))
+    resume = (out / SETTINGS_FILE).is_file()
+    print(f"== {out}: every actor, {epochs} epochs (the median best epoch of {fold_dirs[0].parent})", file=sys.stderr)
+    return train_run(settings, resume=resume, argv=argv)
+
+
+def _combine(members: list[dict], member_dirs: list[Path], cv_dir: Path, cv_runs: list[dict], summary: dict,
+             out: Path, argv: list[str] | None) -> dict[str, Any]:
+    from .model import load_keras_model
+
+    if (out / RUN_FILE).is_file():
+        print(f"{out}: finished, kept", file=sys.stderr)
+        return read_run(out)
+    first = members[0]
+    params = FeatureParams.from_dict(first["features"])
+    logits = bool((first["settings"].get("model") or {}).get("logits", False))
+    models = []
+    for i, (d, r) in enumerate(zip(member_dirs, members)):
+        m = load_keras_model(d / r["keras_model"], compile=False)
+        m._name = member_name(i)
+        models.append(m)
+    model = combine(models, None, params, logits)
+    model.save(out / KERAS_MODEL)
+    shutil.copy2(member_dirs[0] / "manifest.csv", out / "manifest.csv")
+    command = _command(argv)
+    (out / "command.txt").write_text(command + "\n", encoding="utf-8")
+    run = {
+        **{k: first[k] for k in ("format_version", "labels", "features", "eval_hop_s", "input_layout", "arch", "data",
+                                 "split", "seed")},
+        "name": out.name,
+        "keras_model": KERAS_MODEL,
+        "parameters": int(model.count_params()),
+        "settings": {**first["settings"], "out": str(out)},
+        "members": [{"name": member_name(i), "run": str(d.resolve()),
+                     "init_seed": RunSettings.from_dict(r["settings"]).fit.member_seed(r["seed"]),
+                     "epochs": r["training"]["epochs_run"]} for i, (d, r) in enumerate(zip(member_dirs, members))],
+        "cv": summary,
+        "training": {key: [r["training"][key] for r in members] for key in ("epochs_run", "seconds_per_epoch")},
+        "metrics": {"cv": _cv_metrics(cv_runs, summary), "val": {}, "test": {}},
+        "command": [command],
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "moodmic_version": __version__,
+    }
+    for name in ("cv_summary.md", "cv_confusion.png", "calibration.json"):
+        if (cv_dir / name).is_file():
+            shutil.copy2(cv_dir / name, out / name)
+    _write_json(out / RUN_FILE, run)
+    print(f"{out}: {len(members)} members trained on every actor ({run['parameters']:,} parameters)", file=sys.stderr)
+    return run
