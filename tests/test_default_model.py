@@ -64,3 +64,22 @@ def test_shipped_model_recognises_ravdess_far_above_chance(ravdess):
     ua = np.mean([np.mean(pred_a[truth_a == c] == c) for c in np.unique(truth_a)])
     print(f"shipped model on {len(rows)} RAVDESS clips (seen in training): UA {ua:.3f}")
     assert ua > 0.5
+
+
+def test_model_card_quotes_the_cross_validation_the_bundle_and_the_variant_summaries_record():
+    """The card's figures come from the committed summaries: a retrained model or variant that is not
+    written up fails here."""
+    from conftest import REPO
+
+    card = (DEFAULT_BUNDLE / "MODEL_CARD.md").read_text(encoding="utf-8")
+    cv = load_bundle().info["training"]["cv"]["summary"]
+    for group in ("all", "speech", "song"):
+        ua = cv[group]["unweighted_accuracy"]
+        assert f"{ua['mean']:.3f} +- {ua['std']:.3f}" in card, group
+    variants = sorted((REPO / "recipes" / "results" / "variants").glob("*/cv_summary.json"))
+    assert variants
+    for path in variants:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        ua = summary["summary"]["all"]["unweighted_accuracy"]
+        assert f"{ua['mean']:.3f} +- {ua['std']:.3f}" in card, path.parent.name
+        assert summary["folds_done"] == list(range(5)), path.parent.name
