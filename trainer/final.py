@@ -35,12 +35,9 @@ from edge.features import FeatureParams
 
 from .crossval import SUMMARY, summarize
 from .ensemble import _cv_metrics, combine
+from .members import member_name
 from .run import KERAS_MODEL, RUN_FILE, _command, _write_json, read_run, train_run
 from .settings import SETTINGS_FILE, RunSettings
-
-
-def member_name(k: int) -> str:
-    return f"member_{k}"
 
 
 def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None) -> dict[str, Any]:
@@ -69,13 +66,18 @@ def median_schedule(histories: list[list[dict]], epochs: int) -> tuple[float, ..
     return tuple(float(v) for v in np.median(np.array(rates), axis=0))
 
 
+def _history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "history.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def _train_member(fold_dirs: list[Path], out: Path, argv: list[str] | None) -> dict[str, Any]:
     if (out / RUN_FILE).is_file():
         print(f"{out}: finished, kept", file=sys.stderr)
         return read_run(out)
     runs = [read_run(d) for d in fold_dirs]
     epochs = int(round(float(np.median([r["training"]["best_epoch"] for r in runs]))))
-    histories = [list(csv.DictReader(open(d / "history.csv", newline="", encoding="utf-8"))) for d in fold_dirs]
+    histories = [_history(d) for d in fold_dirs]
     base = RunSettings.from_dict(runs[0]["settings"])
     settings = replace(base, out=str(out), split=replace(base.split, kind="all"),
                        fit=replace(base.fit, epochs=epochs, lr_schedule=median_schedule(histories, epochs)))

@@ -35,7 +35,7 @@ from .run import KERAS_MODEL, RUN_FILE, _command, _evaluate, _write_json, read_r
 from .settings import RunSettings
 from .splits import make_split
 
-# What members of one ensemble must share, besides their settings but for init seed and folder.
+# Besides their settings (all but the init seed and the folder), members must share these.
 _SHARED = ("labels", "features", "split")
 
 
