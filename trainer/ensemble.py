@@ -48,6 +48,26 @@ def combine(members: list, batch_size: int | None, params: FeatureParams, logits
     return keras.Model(inp, out, name="moodmic_ensemble")
 
 
+def combine_runs(run_dirs: list[Path], runs: list[dict], names: list[str]):
+    """One model averaging the trained models of `run_dirs` (their run.json in `runs`), renamed `names`."""
+    from .model import load_keras_model
+
+    members = []
+    for d, r, name in zip(run_dirs, runs, names):
+        m = load_keras_model(d / r["keras_model"], compile=False)
+        m._name = name
+        members.append(m)
+    logits = bool((runs[0]["settings"].get("model") or {}).get("logits", False))
+    return combine(members, None, FeatureParams.from_dict(runs[0]["features"]), logits)
+
+
+def copy_cv_reports(cv_dir: Path, out: Path) -> None:
+    """The cross-validation's summary, summed confusion matrix and calibration, beside the model they describe."""
+    for name in ("cv_summary.md", "cv_confusion.png", "calibration.json"):
+        if (cv_dir / name).is_file():
+            shutil.copy2(cv_dir / name, out / name)
+
+
 def rebuild_ensemble(run: dict, trained, batch_size: int | None):
     """The ensemble with a fixed batch size: each member rebuilt from its architecture, weights copied."""
     from .model import build_model
@@ -66,8 +86,6 @@ def rebuild_ensemble(run: dict, trained, batch_size: int | None):
 
 
 def ensemble_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None) -> dict[str, Any]:
-    from .model import load_keras_model
-
     cv_dir, out = Path(cv_dir), Path(out)
     folds = sorted((d for d in cv_dir.glob("fold-*") if (d / RUN_FILE).is_file()), key=lambda d: int(d.name[5:]))
     if not folds:
@@ -81,14 +99,7 @@ def ensemble_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = N
         raise UsageError(f"{cv_dir}: its folds differ in labels, architecture, features or model settings")
     if (first["settings"].get("model") or {}).get("ensemble", 1) != 1:
         raise UsageError(f"{cv_dir}: its fold models are ensembles already; combine single models")
-    params = FeatureParams.from_dict(first["features"])
-    logits = bool((first["settings"].get("model") or {}).get("logits", False))
-    members = []
-    for d, r in zip(folds, runs):
-        m = load_keras_model(d / r["keras_model"], compile=False)
-        m._name = member_name(r["split"]["fold"])
-        members.append(m)
-    model = combine(members, None, params, logits)
+    model = combine_runs(folds, runs, [member_name(r["split"]["fold"]) for r in runs])
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / KERAS_MODEL)
     # Every clip some member trained, validated or was tested on is on the training side now.
@@ -136,9 +147,7 @@ def ensemble_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = N
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "moodmic_version": __version__,
     }
-    for name in ("cv_summary.md", "cv_confusion.png", "calibration.json"):
-        if (cv_dir / name).is_file():
-            shutil.copy2(cv_dir / name, out / name)
+    copy_cv_reports(cv_dir, out)
     _write_json(out / RUN_FILE, run)
     print(f"{out}: ensemble of {len(runs)} fold models ({run['parameters']:,} parameters)", file=sys.stderr)
     return run

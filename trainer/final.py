@@ -31,10 +31,9 @@ import numpy as np
 
 from edge import __version__
 from edge.errors import UsageError
-from edge.features import FeatureParams
 
 from .crossval import SUMMARY, summarize
-from .ensemble import _cv_metrics, combine
+from .ensemble import _cv_metrics, combine_runs, copy_cv_reports
 from .members import member_name
 from .run import KERAS_MODEL, RUN_FILE, _command, _write_json, read_run, train_run
 from .settings import SETTINGS_FILE, RunSettings
@@ -88,20 +87,11 @@ def _train_member(fold_dirs: list[Path], out: Path, argv: list[str] | None) -> d
 
 def _combine(members: list[dict], member_dirs: list[Path], cv_dir: Path, cv_runs: list[dict], summary: dict,
              out: Path, argv: list[str] | None) -> dict[str, Any]:
-    from .model import load_keras_model
-
     if (out / RUN_FILE).is_file():
         print(f"{out}: finished, kept", file=sys.stderr)
         return read_run(out)
     first = members[0]
-    params = FeatureParams.from_dict(first["features"])
-    logits = bool((first["settings"].get("model") or {}).get("logits", False))
-    models = []
-    for i, (d, r) in enumerate(zip(member_dirs, members)):
-        m = load_keras_model(d / r["keras_model"], compile=False)
-        m._name = member_name(i)
-        models.append(m)
-    model = combine(models, None, params, logits)
+    model = combine_runs(member_dirs, members, [member_name(i) for i in range(len(members))])
     model.save(out / KERAS_MODEL)
     shutil.copy2(member_dirs[0] / "manifest.csv", out / "manifest.csv")
     command = _command(argv)
@@ -123,9 +113,7 @@ def _combine(members: list[dict], member_dirs: list[Path], cv_dir: Path, cv_runs
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "moodmic_version": __version__,
     }
-    for name in ("cv_summary.md", "cv_confusion.png", "calibration.json"):
-        if (cv_dir / name).is_file():
-            shutil.copy2(cv_dir / name, out / name)
+    copy_cv_reports(cv_dir, out)
     _write_json(out / RUN_FILE, run)
     print(f"{out}: {len(members)} members trained on every actor ({run['parameters']:,} parameters)", file=sys.stderr)
     return run

@@ -29,7 +29,7 @@ from edge.features import FeatureParams, Frontend
 
 from .corpus import load_corpus
 from .crossval import fold_dir, summarize
-from .ensemble import combine
+from .ensemble import combine_runs
 from .evaluate import HEADLINE
 from .run import KERAS_MODEL, RUN_FILE, _command, _evaluate, _write_json, read_run
 from .settings import RunSettings
@@ -68,7 +68,7 @@ def _recipe(run: dict) -> RunSettings:
 
 
 def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | None) -> None:
-    from .model import batched_infer, load_keras_model
+    from .model import batched_infer
 
     runs = [read_run(d) for d in run_dirs]
     first = runs[0]
@@ -80,14 +80,7 @@ def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | Non
     seeds = [RunSettings.from_dict(r["settings"]).fit.member_seed(r["seed"]) for r in runs]
     if len(set(seeds)) < len(seeds):
         raise UsageError(f"fold {k}: members share an init seed ({seeds}); train each with its own --init-seed")
-    logits = bool((first["settings"].get("model") or {}).get("logits", False))
-    params = FeatureParams.from_dict(first["features"])
-    members = []
-    for i, (d, r) in enumerate(zip(run_dirs, runs)):
-        m = load_keras_model(d / r["keras_model"], compile=False)
-        m._name = member_name(i)
-        members.append(m)
-    model = combine(members, None, params, logits)
+    model = combine_runs(run_dirs, runs, [member_name(i) for i in range(len(runs))])
 
     settings = RunSettings.from_dict(first["settings"])
     corpus = load_corpus(settings.data)
@@ -98,6 +91,7 @@ def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | Non
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / KERAS_MODEL)
     shutil.copy2(run_dirs[0] / "manifest.csv", out / "manifest.csv")
+    params = FeatureParams.from_dict(first["features"])
     frontend = Frontend(params)
     metrics = _evaluate(out, batched_infer(model), corpus, split, sides, frontend, params.hop_frames(first["eval_hop_s"]))
     command = _command(argv)
