@@ -256,7 +256,13 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     # the final model: each member's recipe on every actor, for its CV's median best epoch, at the
     # median learning rate of each epoch of its folds; then averaged, and converted with the CV figure
     final = tmp_path / "final"
-    assert train(["final", str(out), "--out", str(final)]) == 0
+    assert train(["final", str(out), "--out", str(final), "--member", "5"]) == EXIT_USAGE  # there are members 0-1
+    assert train(["final", str(out), "--out", str(final), "--member", "1"]) == 0  # one member, as on its own core
+    assert (final / "member-1" / "run.json").is_file() and not (final / "member-0").exists()
+    assert not (final / "run.json").exists()
+    member_1 = (final / "member-1" / "run.json").read_text()
+    assert train(["final", str(out), "--out", str(final)]) == 0  # the other member, then the average
+    assert (final / "member-1" / "run.json").read_text() == member_1  # kept, not retrained
     run = read_run(final)
     assert run["split"]["kind"] == "all" and run["metrics"]["test"] == {}
     assert run["metrics"]["cv"]["all"]["unweighted_accuracy"] == pytest.approx(

@@ -104,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("final", help="a finished cross-validation's recipe trained on every actor (a run to convert)")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv or members folder, every fold finished")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (resumable)")
+    p.add_argument("--member", metavar="I", type=int, help="train member I only (one process per core), combine later")
     p = sub.add_parser("ensemble", help="the fold models of a cross-validation averaged in one model (a run directory)")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv --out folder")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (moodmic-convert reads it)")
@@ -148,7 +149,7 @@ def run(argv: list[str] | None = None) -> None:
     if args.command == "final":
         from .final import final_run
 
-        final_run(args.cv_dir, args.out, argv=argv)
+        final_run(args.cv_dir, args.out, argv=argv, member=args.member)
         return
     if args.command == "ensemble":
         from .ensemble import ensemble_run

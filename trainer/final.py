@@ -13,7 +13,8 @@ held-out side). Its figure is CV_DIR's cross-validation, which it carries: run.j
     members   [{name, run, init_seed, epochs}] in output-averaging order (several members only)
     cv        CV_DIR's cv_summary.json
 and metrics.cv the CV means per group. Resumable: finished member runs are kept, unfinished ones
-continue from their last epoch.
+continue from their last epoch. `--member I` trains member I alone, so that each core can train one
+(a plain `final` afterwards keeps them and combines).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from .run import KERAS_MODEL, RUN_FILE, _command, _write_json, read_run, train_r
 from .settings import SETTINGS_FILE, RunSettings
 
 
-def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None) -> dict[str, Any]:
+def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None,
+              member: int | None = None) -> dict[str, Any] | None:
+    """The final run; with `member`, only that member's run (one process per core), no combining."""
     cv_dir, out = Path(cv_dir), Path(out)
     folds = sorted((d for d in cv_dir.glob("fold-*") if (d / RUN_FILE).is_file()), key=lambda d: int(d.name[5:]))
     runs = [read_run(d) for d in folds]
@@ -49,12 +52,17 @@ def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None
         member_folds = [[Path(r["members"][i]["run"]) for r in runs] for i in range(len(runs[0]["members"]))]
     else:
         member_folds = [folds]
+    if member is not None and not 0 <= member < len(member_folds):
+        raise UsageError(f"--member {member}: {cv_dir} has members 0-{len(member_folds) - 1}")
     summary = json.loads((cv_dir / SUMMARY).read_text(encoding="utf-8")) if (cv_dir / SUMMARY).is_file() else summarize(cv_dir)
     if len(member_folds) == 1:
         run = _train_member(member_folds[0], out, argv)
         run |= {"cv": summary, "metrics": {**run["metrics"], "cv": _cv_metrics(runs, summary)}}
         _write_json(out / RUN_FILE, run)
         return run
+    if member is not None:
+        _train_member(member_folds[member], out / f"member-{member}", argv)
+        return None
     members = [_train_member(dirs, out / f"member-{i}", argv) for i, dirs in enumerate(member_folds)]
     return _combine(members, [out / f"member-{i}" for i in range(len(members))], cv_dir, runs, summary, out, argv)
 
