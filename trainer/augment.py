@@ -14,6 +14,9 @@ batch), so a resumed run sees the same batches:
   the floor, so a quieter window loses detail into the floor as a quiet microphone would.
 - SpecAugment-style masks (Park et al. 2019): `time_masks` runs of up to `time_mask` frames and
   `freq_masks` runs of up to `freq_mask` mel bands set to the floor (silence).
+- mixup (Zhang et al. 2018, `mix_windows`): each window blended with another of its batch,
+  lam * a + (1 - lam) * b with lam ~ Beta(mixup, mixup), and its target the same blend of the two
+  one-hot labels (the loss then weighs each class's term by it: losses.FocalLoss).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class AugmentSettings:
     time_mask: int = 20  # each at most this many frames
     freq_masks: int = 0  # SpecAugment frequency masks per window
     freq_mask: int = 16  # each at most this many mel bands
+    mixup: float = 0.0  # alpha of the Beta(alpha, alpha) blend weight of mix_windows (0: off)
 
     @property
     def enabled(self) -> bool:
@@ -124,3 +128,13 @@ def augment_windows(x: np.ndarray, s: AugmentSettings, rng: np.random.Generator,
             mask = (idx[None, :] >= starts[:, None]) & (idx[None, :] < (starts + widths)[:, None])
             out = np.where(mask[:, :, None] if axis == 1 else mask[:, None, :], np.float32(floor_db), out)
     return out
+
+
+def mix_windows(x: np.ndarray, y: np.ndarray, n_labels: int, alpha: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """mixup of a batch: (N, n_frames, n_mels) windows and label indices -> blended windows, (N, n_labels) targets."""
+    lam = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
+    partner = rng.permutation(len(x))
+    onehot = np.eye(n_labels, dtype=np.float32)[y]
+    mixed = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[partner]
+    return mixed.astype(np.float32), lam[:, None] * onehot + (1 - lam[:, None]) * onehot[partner]

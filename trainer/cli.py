@@ -73,6 +73,8 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--time-mask", "augment.time_mask", {"type": int, "metavar": "FRAMES"}, "longest time mask"),
     ("--freq-masks", "augment.freq_masks", {"type": int, "metavar": "N"}, "SpecAugment frequency masks per training window"),
     ("--freq-mask", "augment.freq_mask", {"type": int, "metavar": "BANDS"}, "widest frequency mask"),
+    ("--mixup", "augment.mixup", {"type": float, "metavar": "ALPHA"},
+     "mixup of training windows, blend weight ~ Beta(ALPHA, ALPHA) (0: off)"),
     ("--band-mean", "model.band_mean", {"action": argparse.BooleanOptionalAction},
      "subtract each mel band's mean over the window inside the model"),
     ("--logits", "model.logits", {"action": argparse.BooleanOptionalAction},

@@ -23,7 +23,7 @@ import numpy as np
 from edge.audio import load_audio
 from edge.features import Frontend, file_windows, stack
 
-from .augment import Augmentation, AugmentSettings, augment_windows, plan_copies
+from .augment import Augmentation, AugmentSettings, augment_windows, mix_windows, plan_copies
 from .cache import FeatureCache
 from .corpus import Clip
 from .progress import progress
@@ -57,9 +57,22 @@ class TrainingData:
         return len(self.val_x) > 0
 
     def training_batch(self, items: np.ndarray, starts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Training windows with window augmentation (gain, masks) drawn from `rng`."""
+        """Training windows with window augmentation (gain, masks, mixup) drawn from `rng`.
+
+        Targets are label indices, or with mixup (N, n_labels) blends of one-hot labels."""
         x, y = self.windows(items, starts)
-        return augment_windows(x, self.augment, rng, self.floor_db), y
+        x = augment_windows(x, self.augment, rng, self.floor_db)
+        if self.augment.mixup > 0:
+            return mix_windows(x, y, len(self.labels), self.augment.mixup, rng)
+        return x, y
+
+    @property
+    def val_targets(self) -> np.ndarray:
+        """Validation targets in the training batches' form (one-hot with mixup), so one loss and one
+        accuracy metric serve both."""
+        if self.augment.mixup > 0:
+            return np.eye(len(self.labels), dtype=np.float32)[self.val_y]
+        return self.val_y
 
     def crop_sample(self, count: int, seed: int) -> np.ndarray:
         """Random windows of original (unaugmented) training clips, e.g. to adapt input normalisation."""

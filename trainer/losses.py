@@ -7,6 +7,9 @@ right. Targets are class indices; predictions are probabilities (the models end 
 logits with `from_logits=True` (softmax applied here). `label_smoothing` e replaces log(p_t) by
 (1 - e) log(p_t) + e * mean_c log(p_c) (the smoothed target's cross-entropy), still weighted by
 (1 - p_t) ** gamma; gamma = 0 and e = 0 is plain cross-entropy.
+
+Targets may also be (N, K) class weights t, e.g. mixup's blends of two one-hot labels: the loss is
+then sum_c t_c * (the loss above with class c as the true one), which for a one-hot t is the same.
 """
 
 from __future__ import annotations
@@ -27,18 +30,23 @@ class FocalLoss(keras.losses.Loss):
         self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
-        index = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
         if self.from_logits:
             log_p = tf.nn.log_softmax(y_pred, axis=-1)
         else:
             log_p = tf.math.log(tf.clip_by_value(y_pred, EPSILON, 1.0 - EPSILON))
-        log_p_true = tf.gather(log_p, index, axis=-1, batch_dims=1)
-        p_true = tf.clip_by_value(tf.exp(log_p_true), EPSILON, 1.0 - EPSILON)
-        if self.from_logits:
-            log_p_true = tf.math.log(p_true)  # clipped like the probability path
+        y_true = tf.convert_to_tensor(y_true)
+        if y_true.shape.rank == 2 and y_true.shape[-1] != 1:  # (N, K) weights; (N, 1) is indices too
+            return tf.reduce_sum(tf.cast(y_true, log_p.dtype) * self._per_class(log_p), axis=-1)
+        index = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        return tf.gather(self._per_class(log_p), index, axis=-1, batch_dims=1)
+
+    def _per_class(self, log_p):
+        """(N, K): the loss of each window if class k were its true class."""
+        p = tf.clip_by_value(tf.exp(log_p), EPSILON, 1.0 - EPSILON)
+        log_p_true = tf.math.log(p)  # clipped like the probability path
         if self.label_smoothing:
-            log_p_true = (1.0 - self.label_smoothing) * log_p_true + self.label_smoothing * tf.reduce_mean(log_p, axis=-1)
-        return -tf.pow(1.0 - p_true, self.gamma) * log_p_true
+            log_p_true = (1.0 - self.label_smoothing) * log_p_true + self.label_smoothing * tf.reduce_mean(log_p, axis=-1, keepdims=True)
+        return -tf.pow(1.0 - p, self.gamma) * log_p_true
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma, "from_logits": self.from_logits,

@@ -175,7 +175,7 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
         reduce_lr = keras.callbacks.ReduceLROnPlateau(factor=s.lr_factor, patience=s.lr_patience, min_lr=s.min_lr, **watch)
         best = keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINTS / "best-{epoch:03d}.keras"), save_best_only=True, **watch)
         tracked = {"early_stopping": early, "reduce_lr": reduce_lr, "best_checkpoint": best}
-        monitor, validation = s.monitor, {"validation_data": (data.val_x, data.val_y), "validation_batch_size": 256}
+        monitor, validation = s.monitor, {"validation_data": (data.val_x, data.val_targets), "validation_batch_size": 256}
     else:
         tracked, monitor, validation = {}, None, {}
     schedule = []
