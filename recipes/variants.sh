@@ -2,13 +2,15 @@
 # The variants cross-validated against the default recipe (MODEL_CARD.md, "Variants tried"), same
 # folds (recipes/folds.json, seed 0), each resumable:   sh recipes/variants.sh VARIANT [OUT]
 #
-#   seed           the upstream architecture as issue 4 trained it (BiLSTM + attention, Adam 3e-4,
-#                  30 epochs at most, softmax output, no band mean, no gain or masks): the baseline
-#   no-band-mean   the default recipe without per-window band-mean subtraction
-#   members        the default recipe as an ensemble of 3 per fold (init seeds 0, 1, 2); member 0 is
-#                  the default recipe's own cv (sh recipes/default_model.sh OUT first)
+#   seed             the upstream architecture as issue 4 trained it (BiLSTM + attention, Adam 3e-4,
+#                    30 epochs at most, softmax output, no band mean, no gain or masks): the baseline
+#   one-model        the default recipe with one model per fold instead of three: its init seed 0
+#                    cross-validation (sh recipes/default_model.sh OUT trains it as step 1)
+#   no-band-mean     one model per fold, without per-window band-mean subtraction
+#   label-smoothing  one model per fold, label smoothing 0.1
+#   mixup            one model per fold, mixup of training windows (alpha 0.4)
 set -eu
-VARIANT=${1:?which variant: seed, no-band-mean or members}
+VARIANT=${1:?which variant: seed, one-model, no-band-mean, label-smoothing or mixup}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
 RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --logits"
@@ -16,12 +18,14 @@ case "$VARIANT" in
   seed)
     nice -n 5 moodmic-train cv --data "$DATA" --seed 0 --folds 5 --val-actors 2 --out "$OUT/variants/seed" \
         --arch seed --epochs 30 --no-band-mean --no-logits ;;
+  one-model)
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --init-seed 0 --out "$OUT/cv-0" ;;
   no-band-mean)
     nice -n 5 moodmic-train cv $RECIPE --no-band-mean --out "$OUT/variants/no-band-mean" ;;
-  members)
-    [ -f "$OUT/cv/cv_summary.json" ] || { echo "run sh recipes/default_model.sh $OUT first (member 0)" >&2; exit 2; }
-    for s in 1 2; do nice -n 5 moodmic-train cv $RECIPE --band-mean --init-seed $s --out "$OUT/variants/member-$s"; done
-    moodmic-train members "$OUT/cv" "$OUT/variants/member-1" "$OUT/variants/member-2" --out "$OUT/variants/members" ;;
+  label-smoothing)
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --label-smoothing 0.1 --out "$OUT/variants/label-smoothing" ;;
+  mixup)
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --mixup 0.4 --out "$OUT/variants/mixup" ;;
   *)
-    echo "unknown variant $VARIANT: seed, no-band-mean or members" >&2; exit 2 ;;
+    echo "unknown variant $VARIANT: seed, one-model, no-band-mean, label-smoothing or mixup" >&2; exit 2 ;;
 esac
