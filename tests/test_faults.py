@@ -24,7 +24,6 @@ from __future__ import annotations
 import configparser
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -38,7 +37,7 @@ import pytest
 from broker import Broker, broker_fixture  # noqa: F401  (the `broker` fixture)
 from conftest import REPO, SR, run_moodmic
 from faults_lib import TimedRecorder, Tally, daemon_counts, render_faults, speech_audio, tally, update_section
-from test_daemon_mqtt import config, speech_file, start_daemon
+from test_daemon_mqtt import config, speech_file, start_daemon, stop_daemon
 from edge.config import Settings
 from edge.daemon import Daemon
 from edge.errors import EXIT_CONFIG
@@ -546,10 +545,7 @@ def test_sigterm_during_an_outage_spools_then_delivers_after_restart(broker, rav
     assert rec.wait_for(lambda m: any(x.topic == f"{BASE}/state" for x in m), 20)
     broker.stop()
     time.sleep(6.0)  # heartbeats every second pile up in the daemon's queue
-    t0 = time.monotonic()
-    daemon.send_signal(signal.SIGTERM)
-    _, err1 = daemon.communicate(timeout=10)
-    stop_s = time.monotonic() - t0
+    stop_s, err1 = stop_daemon(daemon)
     assert daemon.returncode == 0, err1
     first = daemon_counts(err1)
     spool = tmp_path / "state" / "spool.jsonl"
