@@ -98,10 +98,10 @@ def pi_estimate(res: dict[str, Any]) -> list[str]:
             f"{per_min * k4[0] / 60 * 100:.1f}-{per_min * k4[1] / 60 * 100:.1f} (daemon) | "
             f"{per_min * k5[0] / 60 * 100:.1f}-{per_min * k5[1] / 60 * 100:.1f} (daemon) |")
     lines += ["",
-              "Method A assumes the whole graph runs at MobileNetV2's MAC rate; the fused LSTMs (about a quarter of the MACs) "
-              "run on TFLite's builtin kernels, not XNNPACK, and the dynamic-range model quantizes activations at run time, "
-              "so A is optimistic. Method B carries over everything this machine measured (the numpy frontend, Python "
-              "overhead, the LSTM kernels) and scales it by one published number, so it is the better guess; it assumes "
+              "Method A assumes the whole graph runs at MobileNetV2's MAC rate; the dynamic-range model quantizes "
+              "activations at run time, and any op XNNPACK does not take (the seed architecture's fused LSTMs) runs on "
+              "TFLite's builtin kernels, so A is optimistic. Method B carries over everything this machine measured (the "
+              "numpy frontend, Python overhead, every kernel) and scales it by one published number, so it is the better guess; it assumes "
               "the x86 core and the Pi core differ on this model as they do on MobileNetV2. Both are estimates: measure on "
               "a Pi with `moodmic bench` before relying on them.", ""]
     return lines
