@@ -110,7 +110,7 @@ def pi_estimate(res: dict[str, Any]) -> list[str]:
 def render(res: dict[str, Any], mach: dict[str, Any], command: str, aarch64: str) -> str:
     rows: dict[str, Any] = res["rows"]
     hop = res["hop"]
-    r1, r4, r6 = rows["1"], rows["4"], rows["6"]
+    r1 = rows["1"]
     base_min = per_minute(r1, hop)
     base_rss = r1.child.maxrss_mb if r1.ok else None
     base_imp = import_load(r1)[0]
