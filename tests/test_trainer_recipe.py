@@ -311,6 +311,27 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     assert convert([str(final), "--out", str(bundle_dir), "--parity-side", "train"]) == 0
     assert load_bundle(bundle_dir).info["training"]["cv"]["folds_done"] == [0, 1, 2]
 
+    # float vs converted on the same folds: each fold's ensemble converted, run by LiteRT on its test actors
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    conv = tmp_path / "converted"
+    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "converted_cv.py"), str(out), str(conv)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((conv / "converted_cv.json").read_text())
+    assert [r["fold"] for r in result["folds"]] == ["fold-0", "fold-1", "fold-2"]
+    for r in result["folds"]:
+        fold = read_run(out / r["fold"])
+        assert r["float"]["all"] == fold["metrics"]["test"]["all"]["unweighted_accuracy"]
+        assert r["test_actors"] == fold["split"]["test"]["actors"]
+        scored = json.loads((conv / r["fold"] / "evaluation" / "metrics.json").read_text())
+        assert scored["eval"]["all"]["clips"] == fold["split"]["test"]["clips"]  # exactly the fold's test clips
+        assert abs(r["converted"]["all"] - r["float"]["all"]) <= 0.1
+    assert "| mean |" in (conv / "converted_cv.md").read_text()
+
     # the same member twice, or members of different recipes, are refused with the reason
     assert train(["members", str(cvs[0]), str(cvs[0]), "--out", str(tmp_path / "twice")]) == EXIT_USAGE
     other = tmp_path / "cv-other"
