@@ -2,28 +2,29 @@
 # The shipped default model (issue 8), one command:   sh recipes/default_model.sh [OUT]
 #
 # 1. 5-fold cross-validation by actor over RAVDESS actors 01-20 (folds: recipes/folds.json, seed 0;
-#    validation actors from each fold's training side stop training and pick the epoch), three
-#    times, with init seeds 0, 1 and 2 (same folds, same augmented copies, other weights and crops).
-# 2. Per fold, the three fold models averaged (moodmic-train members): the recipe's CV figure, every
+#    validation actors from each fold's training side stop training and pick the epoch), five
+#    times, with init seeds 0-4 (same folds, same augmented copies, other weights and crops).
+# 2. Per fold, the five fold models averaged (moodmic-train members): the recipe's CV figure, every
 #    fold scored as whole files through edge.predict.predict_audio (sliding windows).
 # 3. One temperature fitted on the validation actors' windows of every fold (calibration.json).
 # 4. The final model: each member trained on every actor for its folds' median best epoch, at their
-#    median learning rate per epoch; the three averaged in one graph, converted dynamic-range with the
+#    median learning rate per epoch; the five averaged in one graph, converted dynamic-range with the
 #    parity gate on the training side, logits + temperature in the bundle.
 # 5. Float vs converted on the same folds: each fold's ensemble converted the same way and scored on
 #    its test actors by the LiteRT interpreter (recipes/converted_cv.py).
 # Every step is resumable: run it again after an interruption (finished folds and members are kept).
-# Two cores: run step 1's three seeds as three commands, one per core (OMP_NUM_THREADS=1), then this.
+# Two cores: run step 1's seeds as separate commands, one per core (OMP_NUM_THREADS=1), then this; the
+# same for step 4 with `moodmic-train final OUT/members --out OUT/final --member I`.
 set -eu
 OUT=${1:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
 RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --band-mean --logits"
-for s in 0 1 2; do
+for s in 0 1 2 3 4; do
     nice -n 5 moodmic-train cv $RECIPE --init-seed $s --out "$OUT/cv-$s"
 done
-[ -f "$OUT/members/cv_summary.json" ] || moodmic-train members "$OUT/cv-0" "$OUT/cv-1" "$OUT/cv-2" --out "$OUT/members"
+[ -f "$OUT/members/cv_summary.json" ] || moodmic-train members "$OUT/cv-0" "$OUT/cv-1" "$OUT/cv-2" "$OUT/cv-3" "$OUT/cv-4" --out "$OUT/members"
 [ -f "$OUT/members/calibration.json" ] || moodmic-train calibrate "$OUT/members"
 nice -n 5 moodmic-train final "$OUT/members" --out "$OUT/final"
 moodmic-convert "$OUT/final" --out "$OUT/bundle" --mode dynamic --parity-side train \
-    --calibration "$OUT/members/calibration.json" --name moodmic-cnn3-dynamic
+    --calibration "$OUT/members/calibration.json" --name moodmic-cnnx5-dynamic
 python recipes/converted_cv.py "$OUT/members" "$OUT/converted"

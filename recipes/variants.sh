@@ -4,13 +4,14 @@
 #
 #   seed             the upstream architecture as issue 4 trained it (BiLSTM + attention, Adam 3e-4,
 #                    30 epochs at most, softmax output, no band mean, no gain or masks): the baseline
-#   one-model        the default recipe with one model per fold instead of three: its init seed 0
-#                    cross-validation (sh recipes/default_model.sh OUT trains it as step 1)
+#   one-model        the default recipe with one model per fold instead of five: its init seed 0
+#                    cross-validation (sh recipes/default_model.sh OUT trains it in step 1)
+#   three-models     the default recipe with three models per fold (init seeds 0-2) instead of five
 #   no-band-mean     one model per fold, without per-window band-mean subtraction
 #   label-smoothing  one model per fold, label smoothing 0.1
 #   mixup            one model per fold, mixup of training windows (alpha 0.4)
 set -eu
-VARIANT=${1:?which variant: seed, one-model, no-band-mean, label-smoothing or mixup}
+VARIANT=${1:?which variant: seed, one-model, three-models, no-band-mean, label-smoothing or mixup}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
 RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --logits"
@@ -20,6 +21,9 @@ case "$VARIANT" in
         --arch seed --epochs 30 --no-band-mean --no-logits ;;
   one-model)
     nice -n 5 moodmic-train cv $RECIPE --band-mean --init-seed 0 --out "$OUT/cv-0" ;;
+  three-models)
+    for s in 0 1 2; do nice -n 5 moodmic-train cv $RECIPE --band-mean --init-seed $s --out "$OUT/cv-$s"; done
+    moodmic-train members "$OUT/cv-0" "$OUT/cv-1" "$OUT/cv-2" --out "$OUT/variants/three-models" ;;
   no-band-mean)
     nice -n 5 moodmic-train cv $RECIPE --no-band-mean --out "$OUT/variants/no-band-mean" ;;
   label-smoothing)
@@ -27,5 +31,5 @@ case "$VARIANT" in
   mixup)
     nice -n 5 moodmic-train cv $RECIPE --band-mean --mixup 0.4 --out "$OUT/variants/mixup" ;;
   *)
-    echo "unknown variant $VARIANT: seed, one-model, no-band-mean, label-smoothing or mixup" >&2; exit 2 ;;
+    echo "unknown variant $VARIANT: seed, one-model, three-models, no-band-mean, label-smoothing or mixup" >&2; exit 2 ;;
 esac
