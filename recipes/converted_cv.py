@@ -4,7 +4,7 @@ shipped model is, then scored on its fold's test actors through the LiteRT inter
 
     python recipes/converted_cv.py CV_DIR OUT [--mode dynamic]
 
-CV_DIR: a `moodmic-train cv` or `members` folder (fold-K/ runs). OUT gets fold-K/ bundles and
+CV_DIR: a `moodmic-train cv` or `members` folder (its finished fold-K/ runs). OUT gets fold-K/ bundles and
 evaluations, converted_cv.json and converted_cv.md. Resumable: finished folds are kept.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from converter.cli import main as convert
+from trainer.crossval import finished_folds
 from trainer.rescore import evaluate_target
 from trainer.run import read_run
 
@@ -66,8 +67,7 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--mode", default="dynamic")
     args = p.parse_args()
-    folds = sorted(args.cv_dir.glob("fold-*"), key=lambda d: int(d.name[5:]))
-    results = [fold_result(d, args.out / d.name, args.mode) for d in folds]
+    results = [fold_result(d, args.out / d.name, args.mode) for d in finished_folds(args.cv_dir)]
     lines = [f"# Float vs converted ({args.mode}), test actors of each fold of {args.cv_dir.name}", "",
              "| fold | test actors | " + " | ".join(f"UA {g} float -> converted" for g in GROUPS) + " |",
              "|---|---|" + "---|" * len(GROUPS)]

@@ -29,8 +29,9 @@ from edge.audio import load_audio
 from edge.errors import UsageError
 from edge.features import FeatureParams, Frontend, file_windows, stack
 
+from .crossval import finished_folds
 from .progress import progress
-from .run import RUN_FILE, read_run
+from .run import read_run
 
 CALIBRATION = "calibration.json"
 ECE_BINS = 15
@@ -104,7 +105,7 @@ def _clip_labels(y: np.ndarray, clip: np.ndarray) -> np.ndarray:
 
 def calibrate_cv(cv_dir: str | Path) -> dict[str, Any]:
     cv_dir = Path(cv_dir)
-    folds = sorted(d for d in cv_dir.glob("fold-*") if (d / RUN_FILE).is_file())
+    folds = finished_folds(cv_dir)
     if not folds:
         raise UsageError(f"{cv_dir}: no finished fold-K runs; run moodmic-train cv --out {cv_dir} first")
     first = read_run(folds[0])

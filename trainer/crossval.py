@@ -30,6 +30,15 @@ def fold_dir(root: Path, fold: int) -> Path:
     return root / f"fold-{fold}"
 
 
+def fold_number(run_dir: Path) -> int:
+    return int(run_dir.name.removeprefix("fold-"))
+
+
+def finished_folds(root: Path) -> list[Path]:
+    """The fold-K runs of a cross-validation folder that finished (run.json written), by K."""
+    return sorted((d for d in root.glob("fold-*") if (d / RUN_FILE).is_file()), key=fold_number)
+
+
 def cv_run(settings: RunSettings, explicit: set[str], argv: list[str] | None = None) -> dict[str, Any]:
     if settings.split.test_actors:
         raise UsageError("cv chooses the test actors fold by fold; drop --test-actors (or use train)")
@@ -56,7 +65,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def summarize(root: Path) -> dict[str, Any]:
-    runs = [read_run(d) for d in sorted(root.glob("fold-*")) if (d / RUN_FILE).is_file()]
+    runs = [read_run(d) for d in finished_folds(root)]
     if not runs:
         return {}
     labels = runs[0]["labels"]

@@ -30,7 +30,7 @@ from edge import __version__
 from edge.errors import UsageError
 from edge.features import FeatureParams
 
-from .crossval import SUMMARY, summarize
+from .crossval import SUMMARY, finished_folds, summarize
 from .run import FORMAT_VERSION, INPUT_LAYOUT, KERAS_MODEL, RUN_FILE, _command, _write_json, read_run
 
 
@@ -87,7 +87,7 @@ def rebuild_ensemble(run: dict, trained, batch_size: int | None):
 
 def ensemble_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None) -> dict[str, Any]:
     cv_dir, out = Path(cv_dir), Path(out)
-    folds = sorted((d for d in cv_dir.glob("fold-*") if (d / RUN_FILE).is_file()), key=lambda d: int(d.name[5:]))
+    folds = finished_folds(cv_dir)
     if not folds:
         raise UsageError(f"{cv_dir}: no finished fold-K runs; run moodmic-train cv --out {cv_dir} first")
     if out.exists() and any(out.iterdir()):

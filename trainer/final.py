@@ -33,7 +33,7 @@ import numpy as np
 from edge import __version__
 from edge.errors import UsageError
 
-from .crossval import SUMMARY, summarize
+from .crossval import SUMMARY, finished_folds, summarize
 from .ensemble import _cv_metrics, combine_runs, copy_cv_reports
 from .members import member_name
 from .run import KERAS_MODEL, RUN_FILE, _command, _write_json, read_run, train_run
@@ -44,7 +44,7 @@ def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None
               member: int | None = None) -> dict[str, Any] | None:
     """The final run; with `member`, only that member's run (one process per core), no combining."""
     cv_dir, out = Path(cv_dir), Path(out)
-    folds = sorted((d for d in cv_dir.glob("fold-*") if (d / RUN_FILE).is_file()), key=lambda d: int(d.name[5:]))
+    folds = finished_folds(cv_dir)
     runs = [read_run(d) for d in folds]
     if not runs or len(runs) != runs[0]["split"]["folds"]:
         raise UsageError(f"{cv_dir}: {len(runs)} finished folds; finish its cross-validation before training the final model")

@@ -28,7 +28,7 @@ from edge.errors import UsageError
 from edge.features import FeatureParams, Frontend
 
 from .corpus import load_corpus
-from .crossval import fold_dir, summarize
+from .crossval import finished_folds, fold_dir, fold_number, summarize
 from .ensemble import combine_runs
 from .evaluate import HEADLINE
 from .run import KERAS_MODEL, RUN_FILE, _command, _evaluate, _write_json, read_run
@@ -49,7 +49,7 @@ def members_cv(cv_dirs: list[str | Path], out: str | Path, argv: list[str] | Non
         raise UsageError("members needs two or more cross-validation folders (moodmic-train cv --init-seed N)")
     if out.resolve() in {d.resolve() for d in cv_dirs}:
         raise UsageError(f"{out}: is one of the members; choose another --out")
-    finished = [{int(d.name[5:]) for d in cv.glob("fold-*") if (d / RUN_FILE).is_file()} for cv in cv_dirs]
+    finished = [{fold_number(d) for d in finished_folds(cv)} for cv in cv_dirs]
     folds = sorted(set.intersection(*finished))
     if not folds:
         raise UsageError(f"no fold is finished in every one of {', '.join(map(str, cv_dirs))}; finish their cv runs first")
