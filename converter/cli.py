@@ -124,7 +124,7 @@ def _calibration(path: Path | None, logits: bool) -> dict | None:
             raise ValueError("temperature must be > 0")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"--calibration {path}: not a calibration.json of moodmic-train calibrate ({exc})") from exc
-    return {**data, "source": str(path)}
+    return {**data, "source": path.name}
 
 
 def _softmaxed(infer):

@@ -56,7 +56,15 @@ class RunInputs:
     def training_summary(self) -> dict[str, Any]:
         """What the bundle records about training: run name, data, split with actor lists, seed, metrics."""
         keep = ("name", "arch", "parameters", "data", "split", "seed", "metrics", "training", "created_utc", "members", "cv")
-        return {k: self.run[k] for k in keep if k in self.run}
+        summary = {k: self.run[k] for k in keep if k in self.run}
+        # A shipped bundle names no folder of the machine that built it: the corpus by its folder's name,
+        # ensemble members by name, seed and epochs.
+        if "data" in summary:
+            data = {k: v for k, v in summary["data"].items() if k not in ("path", "manifest")}
+            summary["data"] = {"corpus": Path(summary["data"].get("path", "")).name, **data}
+        if "members" in summary:
+            summary["members"] = [{k: v for k, v in m.items() if k != "run"} for m in summary["members"]]
+        return summary
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -71,13 +79,13 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def load_run(run_dir: Path, data: Path | None = None, parity_side: str = "val") -> RunInputs:
-    from trainer.run import read_run
+    from trainer.run import read_servable_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MissingInputError(f"{run_dir}: no such run directory; give a directory written by moodmic-train")
     try:
-        run = read_run(run_dir)
+        run = read_servable_run(run_dir)
         labels = tuple(run["labels"])
         features = FeatureParams.from_dict(run["features"])
         keras_model = run_dir / run["keras_model"]

@@ -120,6 +120,20 @@ def test_corrupt_run_directory_and_missing_model(run_dir, tmp_path, capsys):
     assert convert([str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == EXIT_NOINPUT
 
 
+def test_a_run_trained_with_speaker_normalisation_is_refused(run_dir, tmp_path, capsys):
+    """The device frontend subtracts no speaker spectrum: a bundle of such a run would drift, so none is written."""
+    from converter.cli import main as convert
+    from edge.errors import EXIT_USAGE
+
+    speaker = tmp_path / "speaker"
+    shutil.copytree(run_dir, speaker, ignore=shutil.ignore_patterns("checkpoints", "*.png"))
+    run = json.loads((speaker / "run.json").read_text())
+    run["settings"]["model"]["speaker_mean"] = True
+    (speaker / "run.json").write_text(json.dumps(run))
+    assert convert([str(speaker), "--out", str(tmp_path / "o")]) == EXIT_USAGE
+    assert "trained with --speaker-mean" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_representative_folder_without_audio_is_a_clear_error(run_dir, tmp_path, capsys):
     from converter.cli import main as convert
 

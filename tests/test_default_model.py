@@ -35,6 +35,7 @@ def test_shipped_bundle_records_the_cross_validation_behind_it():
     assert split["kind"] == "all" and not split["val"]["actors"] and not split["test"]["actors"]
     assert conversion["parity_side"].startswith("training clips")  # and it says so
     members = training["members"]
+    assert "/" not in json.dumps(training["members"]) + training["data"]["corpus"]  # no folder of the build machine
     assert len({m["init_seed"] for m in members}) == len(members) >= 2
     cv = training["cv"]
     assert cv["folds_done"] == list(range(cv["folds"])) == sorted(int(k) for k in cv["per_fold"])

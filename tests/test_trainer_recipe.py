@@ -246,6 +246,7 @@ def test_cv_calibration_and_the_ensemble_of_fold_models_convert_to_one_logits_bu
     bundle = load_bundle(out)
     assert bundle.output_kind == "logits" and bundle.temperature == cal["temperature"]
     assert len(bundle.info["training"]["members"]) == 3 and bundle.info["training"]["cv"]["folds_done"] == [0, 1, 2]
+    assert str(tmp_path) not in (out / "model.json").read_text(encoding="utf-8")  # no folder of the build machine
     assert EmotionModel(bundle).probabilities(x).shape == (3, 8)
 
 

@@ -4,9 +4,10 @@ Runs on a desktop with the `train` extra. Features come from edge.features only,
 trained on exactly what the device computes; whole-file scores come from edge.predict.predict_audio.
 
 Modules, in the order data flows through them: corpus (what clips exist), splits (who goes where),
-augment + cache (waveform augmentation, feature cache), data (training windows, oversampling),
-model + losses (architectures, focal loss), train (fit, resume), evaluate (metrics), report
-(plots, model card), run (run directory and run.json), cli.
+augment + cache (waveform augmentation, feature cache), speaker (speaker normalisation, an
+experiment), data (training windows, oversampling), model + losses (architectures, focal loss),
+train (fit, resume), evaluate (metrics), report (plots, model card), run (run directory and
+run.json), cli.
 """
 
 import os

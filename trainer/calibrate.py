@@ -31,7 +31,7 @@ from edge.features import FeatureParams, Frontend, file_windows, stack
 
 from .crossval import finished_folds
 from .progress import progress
-from .run import read_run
+from .run import read_run, read_servable_run
 
 CALIBRATION = "calibration.json"
 ECE_BINS = 15
@@ -108,7 +108,7 @@ def calibrate_cv(cv_dir: str | Path) -> dict[str, Any]:
     folds = finished_folds(cv_dir)
     if not folds:
         raise UsageError(f"{cv_dir}: no finished fold-K runs; run moodmic-train cv --out {cv_dir} first")
-    first = read_run(folds[0])
+    first = read_servable_run(folds[0])
     params, labels = FeatureParams.from_dict(first["features"]), first["labels"]
     frontend, hop = Frontend(params), params.hop_frames(first["eval_hop_s"])
     parts: dict[str, list] = {"val": [], "test": []}

@@ -51,6 +51,7 @@ class TrainingData:
     val_windows: list[int]  # windows per validation clip
     augment: AugmentSettings = AugmentSettings(copies=0)  # its window augmentation applies to training batches
     floor_db: float = -80.0  # the frontend's absolute floor (silence)
+    offsets: np.ndarray | None = None  # (items, n_mels) speaker spectra subtracted after augmentation (trainer.speaker)
 
     @property
     def has_validation(self) -> bool:
@@ -61,7 +62,7 @@ class TrainingData:
 
         Targets are label indices, or with mixup (N, n_labels) blends of one-hot labels."""
         x, y = self.windows(items, starts)
-        x = augment_windows(x, self.augment, rng, self.floor_db)
+        x = self._normalised(augment_windows(x, self.augment, rng, self.floor_db), items)
         if self.augment.mixup > 0:
             return mix_windows(x, y, len(self.labels), self.augment.mixup, rng)
         return x, y
@@ -79,7 +80,11 @@ class TrainingData:
         originals = np.array([i for i, item in enumerate(self.items) if item.copy == 0])
         rng = np.random.default_rng(seed)
         picks = rng.choice(originals, size=count, replace=len(originals) < count)
-        return self.windows(picks, self._starts(picks, rng))[0]
+        return self._normalised(self.windows(picks, self._starts(picks, rng))[0], picks)
+
+    def _normalised(self, x: np.ndarray, items: np.ndarray) -> np.ndarray:
+        # After augmentation, which works on the frontend's dB scale (its floor is silence).
+        return x if self.offsets is None else x - self.offsets[items][:, None, :]
 
     def _starts(self, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         room = np.array([len(self.frames[i]) - self.n_frames + 1 for i in items])
@@ -143,7 +148,9 @@ def build_training_data(
     seed: int,
     oversampling: bool = True,
     crops: int = 1,
+    speaker_offsets: dict[str, np.ndarray] | None = None,
 ) -> TrainingData:
+    """The arrays of one run; with `speaker_offsets` every window has its speaker's spectrum subtracted."""
     index = {label: i for i, label in enumerate(labels)}
     items = training_items(train, augment, seed)
     frames = [cache.frames(it.clip, it.aug) for it in progress(items, "features (train + augmented)")]
@@ -153,6 +160,8 @@ def build_training_data(
     rate = frontend.params.sample_rate
     for c in progress(val, "features (validation)"):
         windows = stack(file_windows(frontend, load_audio(c.path, rate), eval_hop_frames))
+        if speaker_offsets is not None:
+            windows = windows - speaker_offsets[c.speaker]
         val_x.append(windows)
         val_y += [index[c.label]] * len(windows)
         counts.append(len(windows))
@@ -170,4 +179,5 @@ def build_training_data(
         val_windows=counts,
         augment=augment,
         floor_db=frontend.params.floor_db,
+        offsets=None if speaker_offsets is None else np.stack([speaker_offsets[it.clip.speaker] for it in items]),
     )

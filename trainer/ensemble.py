@@ -31,7 +31,7 @@ from edge.errors import UsageError
 from edge.features import FeatureParams
 
 from .crossval import SUMMARY, finished_folds, summarize
-from .run import FORMAT_VERSION, INPUT_LAYOUT, KERAS_MODEL, RUN_FILE, _command, _write_json, read_run
+from .run import FORMAT_VERSION, INPUT_LAYOUT, KERAS_MODEL, RUN_FILE, _command, _write_json, read_servable_run
 
 
 def member_name(k: int) -> str:
@@ -92,7 +92,7 @@ def ensemble_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = N
         raise UsageError(f"{cv_dir}: no finished fold-K runs; run moodmic-train cv --out {cv_dir} first")
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out}: exists and is not empty; choose another --out")
-    runs = [read_run(d) for d in folds]
+    runs = [read_servable_run(d) for d in folds]
     first = runs[0]
     if any(r["labels"] != first["labels"] or r["arch"] != first["arch"] or r["features"] != first["features"]
            or r["settings"].get("model") != first["settings"].get("model") for r in runs):

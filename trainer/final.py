@@ -36,7 +36,7 @@ from edge.errors import UsageError
 from .crossval import SUMMARY, finished_folds, summarize
 from .ensemble import _cv_metrics, combine_runs, copy_cv_reports
 from .members import member_name
-from .run import KERAS_MODEL, RUN_FILE, _command, _write_json, read_run, train_run
+from .run import KERAS_MODEL, RUN_FILE, _command, _write_json, read_run, read_servable_run, train_run
 from .settings import SETTINGS_FILE, RunSettings
 
 
@@ -45,7 +45,7 @@ def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None
     """The final run; with `member`, only that member's run (one process per core), no combining."""
     cv_dir, out = Path(cv_dir), Path(out)
     folds = finished_folds(cv_dir)
-    runs = [read_run(d) for d in folds]
+    runs = [read_servable_run(d) for d in folds]
     if not runs or len(runs) != runs[0]["split"]["folds"]:
         raise UsageError(f"{cv_dir}: {len(runs)} finished folds; finish its cross-validation before training the final model")
     if "members" in runs[0]:  # moodmic-train members: member i of every fold

@@ -31,7 +31,7 @@ from .corpus import load_corpus
 from .crossval import finished_folds, fold_dir, fold_number, summarize
 from .ensemble import combine_runs
 from .evaluate import HEADLINE
-from .run import KERAS_MODEL, RUN_FILE, _command, _evaluate, _write_json, read_run
+from .run import KERAS_MODEL, RUN_FILE, _command, _evaluate, _write_json, read_servable_run
 from .settings import RunSettings
 from .splits import make_split
 
@@ -70,7 +70,7 @@ def _recipe(run: dict) -> RunSettings:
 def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | None) -> None:
     from .model import batched_infer
 
-    runs = [read_run(d) for d in run_dirs]
+    runs = [read_servable_run(d) for d in run_dirs]
     first = runs[0]
     for d, r in zip(run_dirs[1:], runs[1:]):
         differ = [key for key in _SHARED if r[key] != first[key]]

@@ -22,7 +22,7 @@ from edge.features import FeatureParams, Frontend
 
 from .corpus import load_corpus
 from .evaluate import HEADLINE, evaluate, score, write_predictions
-from .run import RUN_FILE, read_run
+from .run import RUN_FILE, read_servable_run
 
 
 def _seen_in_run(run_dir: Path) -> set[str]:
@@ -37,7 +37,7 @@ def evaluate_target(target: str | Path, data: str | Path, out: str | Path | None
     if (target / RUN_FILE).is_file():
         from .model import batched_infer, load_keras_model
 
-        run = read_run(target)
+        run = read_servable_run(target)
         params = FeatureParams.from_dict(run["features"])
         frontend, labels = Frontend(params), tuple(run["labels"])
         hop = params.hop_frames(run["eval_hop_s"])

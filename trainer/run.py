@@ -61,7 +61,7 @@ from edge.features import FeatureParams, Frontend
 
 from .cache import FeatureCache, default_cache_dir
 from .corpus import Clip, Corpus, load_corpus, write_manifest
-from .evaluate import HEADLINE, evaluate, score, write_predictions
+from .evaluate import HEADLINE, evaluate, score, speaker_spectra, write_predictions
 from .settings import SETTINGS_FILE, RunSettings
 from .splits import Split, make_split
 
@@ -78,6 +78,17 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     run = json.loads(path.read_text(encoding="utf-8"))
     if run.get("format_version") != FORMAT_VERSION:
         raise ConfigError(f"{path}: format_version {run.get('format_version')!r} is not {FORMAT_VERSION}; retrain or upgrade moodmic")
+    return run
+
+
+def read_servable_run(run_dir: str | Path) -> dict[str, Any]:
+    """read_run, for what scores or ships the model as the device frontend feeds it: refuses a run
+    trained with speaker normalisation (trainer.speaker), which only train and cv apply (per actor)."""
+    run = read_run(run_dir)
+    if (run.get("settings", {}).get("model") or {}).get("speaker_mean"):
+        raise UsageError(f"{run_dir}: trained with --speaker-mean, which only moodmic-train train and cv apply "
+                         "(each actor's own spectrum) and the device frontend does not, so it cannot be scored, "
+                         "combined or converted here; retrain without --speaker-mean")
     return run
 
 
@@ -156,10 +167,14 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
 
     frontend = Frontend(params)
     hop = params.hop_frames(settings.eval_hop_s)
-    data, result = _train(run_dir, settings, corpus.labels, sides, frontend, hop, resume)
+    cache = FeatureCache(settings.cache or default_cache_dir(), frontend)
+    spectra = None
+    if settings.model.speaker_mean:  # every actor's own long-term spectrum; each actor is on one side only
+        spectra = speaker_spectra([c for part in sides.values() for c in part], cache)
+    data, result = _train(run_dir, settings, corpus.labels, sides, frontend, hop, resume, cache, spectra)
     best = models.load_keras_model(result.best_model, compile=False)
     best.save(run_dir / KERAS_MODEL)
-    metrics = _evaluate(run_dir, models.batched_infer(best), corpus, split, sides, frontend, hop)
+    metrics = _evaluate(run_dir, models.batched_infer(best), corpus, split, sides, frontend, hop, spectra)
 
     from .report import model_card, plot_history
 
@@ -211,15 +226,14 @@ def _write_used_manifest(run_dir: Path, corpus: Corpus, split: Split, resume: bo
 
 
 def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides: dict[str, list[Clip]],
-           frontend: Frontend, hop: int, resume: bool):
+           frontend: Frontend, hop: int, resume: bool, cache: FeatureCache, spectra: dict | None):
     """Build the training arrays, then fit a new model or continue the saved one."""
     from . import model as models
     from .data import build_training_data
     from .train import fit, load_state
 
-    cache = FeatureCache(settings.cache or default_cache_dir(), frontend)
     data = build_training_data(sides["train"], sides["val"], labels, frontend, cache, settings.augment, hop,
-                               settings.seed, settings.fit.oversample, settings.fit.crops)
+                               settings.seed, settings.fit.oversample, settings.fit.crops, spectra)
     data.write_fit_items(run_dir / "fit_items.csv")
     state = load_state(run_dir) if resume else None
     model = None
@@ -233,13 +247,13 @@ def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides:
 
 
 def _evaluate(run_dir: Path, infer, corpus: Corpus, split: Split, sides: dict[str, list[Clip]], frontend: Frontend,
-              hop: int) -> dict[str, Any]:
+              hop: int, spectra: dict | None = None) -> dict[str, Any]:
     """Score the validation and test clips as whole files; write metrics, predictions and reports."""
     from .report import classification_text, plot_confusion
 
     labels = corpus.labels
     parts = [part for part in ("val", "test") if sides[part]]  # split `all` has neither
-    scored = {part: (sides[part], score(sides[part], frontend, hop, infer, labels, part)) for part in parts}
+    scored = {part: (sides[part], score(sides[part], frontend, hop, infer, labels, part, spectra)) for part in parts}
     metrics = {"labels": list(labels), "split": split.describe(corpus), "val": {}, "test": {}}
     metrics.update({part: evaluate(clips, results, labels) for part, (clips, results) in scored.items()})
     _write_json(run_dir / "metrics.json", metrics)

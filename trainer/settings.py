@@ -50,6 +50,9 @@ class ModelSettings:
     band_mean: bool = True  # subtract each mel band's mean over the window (inside the model)
     logits: bool = True  # output logits (softmax in the loss); the bundle carries a temperature
     ensemble: int = 1  # copies of the architecture averaged inside one graph
+    # Subtract the speaker's long-term spectrum from every frame before the model (trainer.speaker):
+    # the trainer uses each actor's mean over all their clips, a device a running mean.
+    speaker_mean: bool = False
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "ModelSettings":
