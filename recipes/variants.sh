@@ -10,10 +10,11 @@
 #   no-band-mean     one model per fold, without per-window band-mean subtraction
 #   label-smoothing  one model per fold, label smoothing 0.1
 #   mixup            one model per fold, mixup of training windows (alpha 0.4)
+#   band-std         one model per fold, each band also divided by its standard deviation over the window
 #   speaker-mean     one model per fold, each actor's long-term spectrum subtracted from every frame
 #                    instead of each window's band mean (trainer.speaker)
 set -eu
-VARIANT=${1:?which variant: seed, one-model, three-models, no-band-mean, label-smoothing, mixup or speaker-mean}
+VARIANT=${1:?which variant: seed, one-model, three-models, no-band-mean, label-smoothing, mixup, band-std or speaker-mean}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
 RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --logits"
@@ -32,8 +33,10 @@ case "$VARIANT" in
     nice -n 5 moodmic-train cv $RECIPE --band-mean --label-smoothing 0.1 --out "$OUT/variants/label-smoothing" ;;
   mixup)
     nice -n 5 moodmic-train cv $RECIPE --band-mean --mixup 0.4 --out "$OUT/variants/mixup" ;;
+  band-std)
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --band-std --init-seed 0 --out "$OUT/variants/band-std" ;;
   speaker-mean)
     nice -n 5 moodmic-train cv $RECIPE --no-band-mean --speaker-mean --init-seed 0 --out "$OUT/variants/speaker-mean" ;;
   *)
-    echo "unknown variant $VARIANT: seed, one-model, three-models, no-band-mean, label-smoothing, mixup or speaker-mean" >&2; exit 2 ;;
+    echo "unknown variant $VARIANT: seed, one-model, three-models, no-band-mean, label-smoothing, mixup, band-std or speaker-mean" >&2; exit 2 ;;
 esac

@@ -114,19 +114,23 @@ def test_mixup_blends_windows_and_targets_with_the_same_weight():
     assert blended >= 4
 
 
-def test_band_mean_logits_ensemble_model_saves_reloads_and_converts_to_builtin_mean_and_sub(tmp_path):
+@pytest.mark.parametrize("band_std", [False, True])
+def test_band_mean_logits_ensemble_model_saves_reloads_and_converts_to_builtin_mean_and_sub(tmp_path, band_std):
     import tensorflow as tf
 
     from converter.graph import check_builtin_only, op_names
     from edge.interpreter import TFLiteModel
 
-    settings = ModelSettings(band_mean=True, logits=True, ensemble=2)
+    settings = ModelSettings(band_mean=True, logits=True, ensemble=2, band_std=band_std)
     model = build_model("tiny", 8, P, settings=settings)
     assert outputs_logits(model) and "BandMeanSubtraction" in CUSTOM_OBJECTS
     x = _windows(4)
     # the band-mean layer removes a constant per band: a level change of the whole window changes nothing
     z = model.predict_on_batch(x)
     assert np.allclose(model.predict_on_batch(x + 7.0), z, atol=1e-4)
+    # band_std also removes each band's scale over the window; without it, scale matters
+    scale = np.random.default_rng(3).uniform(0.5, 3.0, P.n_mels).astype(np.float32)
+    assert np.allclose(model.predict_on_batch(x * scale), z, atol=1e-3) == band_std
     assert not np.allclose(z.sum(1), 1.0)  # logits, not probabilities
     model.save(tmp_path / "m.keras")
     again = load_keras_model(tmp_path / "m.keras", compile=False)
@@ -139,7 +143,7 @@ def test_band_mean_logits_ensemble_model_saves_reloads_and_converts_to_builtin_m
     tflite = conv.convert()
     ops = op_names(tflite)
     check_builtin_only(ops)
-    assert {"MEAN", "SUB"} <= set(ops)
+    assert {"MEAN", "SUB"} <= set(ops) and ("RSQRT" in ops) == band_std
     out = TFLiteModel(tflite).run(x)
     assert np.abs(out - z).max() < 0.02 * np.abs(z).max()  # dynamic-range weights: small relative error
 

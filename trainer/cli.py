@@ -77,6 +77,8 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
      "mixup of training windows, blend weight ~ Beta(ALPHA, ALPHA) (0: off)"),
     ("--band-mean", "model.band_mean", {"action": argparse.BooleanOptionalAction},
      "subtract each mel band's mean over the window inside the model"),
+    ("--band-std", "model.band_std", {"action": argparse.BooleanOptionalAction},
+     "after the band mean, divide each mel band by its standard deviation over the window"),
     ("--speaker-mean", "model.speaker_mean", {"action": argparse.BooleanOptionalAction},
      "subtract the speaker's long-term mean spectrum from every frame (trainer.speaker)"),
     ("--logits", "model.logits", {"action": argparse.BooleanOptionalAction},

@@ -22,6 +22,7 @@ import io
 import json
 import shutil
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,7 @@ def rebuild_ensemble(run: dict, trained, batch_size: int | None):
     from .settings import ModelSettings
 
     params = FeatureParams.from_dict(run["features"])
-    member_settings = ModelSettings.from_dict(run["settings"]["model"])
-    member_settings = ModelSettings(member_settings.band_mean, member_settings.logits, 1)
+    member_settings = replace(ModelSettings.from_dict(run["settings"]["model"]), ensemble=1)
     members = []
     for m in run["members"]:
         clone = build_model(run["arch"], len(run["labels"]), params, batch_size, member_settings)

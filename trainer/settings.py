@@ -48,6 +48,7 @@ class FitSettings:
 @dataclass(frozen=True)
 class ModelSettings:
     band_mean: bool = True  # subtract each mel band's mean over the window (inside the model)
+    band_std: bool = False  # then also divide each band by its standard deviation over the window
     logits: bool = True  # output logits (softmax in the loss); the bundle carries a temperature
     ensemble: int = 1  # copies of the architecture averaged inside one graph
     # Subtract the speaker's long-term spectrum from every frame before the model (trainer.speaker):
