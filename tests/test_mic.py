@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, SR, TINY_FLOAT, run_moodmic, speechlike, write
+from conftest import REPO, TINY_FLOAT, run_moodmic, speechlike, write
 
 PROB_TOLERANCE = 0.02  # the device path resamples twice (16 -> 44.1 -> 16 kHz)
 
