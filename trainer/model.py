@@ -21,8 +21,8 @@ ModelSettings (run settings `model.*`) add to any architecture:
   axis (BandMeanSubtraction: a per-window channel normalisation, so a level or microphone tilt that
   is constant over the window disappears). It converts to the builtin TFLite ops MEAN + SUB.
 - `band_std`: after the band mean, divide each band by its standard deviation over the window
-  (BandScaling: per-window variance normalisation too, so a band's dynamics count, not its range);
-  MUL + MEAN + ADD + RSQRT + MUL in TFLite.
+  (BandScaling: per-window variance normalisation too, so only the shape of a band's movement
+  counts, not its extent); MUL + MEAN + ADD + RSQRT + MUL in TFLite. Tried once, not kept (MODEL_CARD.md).
 - `logits`: the last layer has no softmax (named "logits"); the loss applies softmax, and a
   bundle can then carry a temperature (edge.model applies softmax(logits / T)).
 - `ensemble`: N copies of the architecture on the same normalised input, their outputs averaged
