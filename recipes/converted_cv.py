@@ -21,7 +21,7 @@ import numpy as np
 from converter.cli import main as convert
 from trainer.crossval import finished_folds
 from trainer.rescore import evaluate_target
-from trainer.run import read_servable_run
+from trainer.run import read_run
 
 GROUPS = ("all", "speech", "song")
 
@@ -48,7 +48,7 @@ def fold_result(run_dir: Path, out: Path, mode: str) -> dict:
         raise SystemExit(f"{run_dir}: conversion failed its parity gate (on the fold's validation actors)")
     parity = json.loads((bundle / "model.json").read_text(encoding="utf-8"))["conversion"]["parity"]
     metrics = evaluate_target(bundle, _test_manifest(run_dir, out), out / "evaluation")
-    float_test = read_servable_run(run_dir)["metrics"]["test"]
+    float_test = read_run(run_dir)["metrics"]["test"]
     result = {
         "fold": run_dir.name,
         "test_actors": float_test["all"]["actors"],

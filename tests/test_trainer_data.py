@@ -279,14 +279,13 @@ def test_progress_writes_quarters_to_a_log():
 def test_speaker_offsets_are_subtracted_after_augmentation_from_training_and_validation_windows(corpus, tmp_path):
     """--speaker-mean: every window minus its own speaker's spectrum, after augmentation (which works on
     the frontend's dB scale, where the floor is silence)."""
-    from trainer.speaker import speaker_means
+    from trainer.speaker import speaker_spectra
 
     split = make_split(corpus, SplitSettings(folds=4), 0)
     train, val = split.clips(corpus, "train")[:24], split.clips(corpus, "val")[:6]
     frontend = Frontend(P)
     cache = FeatureCache(tmp_path, frontend)
-    offsets = speaker_means({s: [cache.frames(c) for c in train + val if c.speaker == s]
-                             for s in {c.speaker for c in train + val}}, P.n_mels)
+    offsets = speaker_spectra(train + val, cache)
     assert len({float(v[0]) for v in offsets.values()}) == len(offsets) > 2  # speakers differ
     augment = AugmentSettings(copies=0, time_masks=1, freq_masks=1, gain_db=6)
     args = (train, val, LABELS, frontend, cache, augment, P.hop_frames(1.0))

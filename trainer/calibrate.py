@@ -75,7 +75,7 @@ def _fold_logits(run_dir: Path, frontend: Frontend, hop: int, labels: list[str])
     """Per part (val, test): window logits, window labels, and each window's clip index."""
     from .model import load_keras_model, outputs_logits, raw_outputs
 
-    run = read_run(run_dir)
+    run = read_servable_run(run_dir)
     model = load_keras_model(run_dir / run["keras_model"], compile=False)
     if not outputs_logits(model):
         raise UsageError(f"{run_dir}: its model outputs probabilities; a temperature needs a logits model (--logits)")
@@ -108,7 +108,7 @@ def calibrate_cv(cv_dir: str | Path) -> dict[str, Any]:
     folds = finished_folds(cv_dir)
     if not folds:
         raise UsageError(f"{cv_dir}: no finished fold-K runs; run moodmic-train cv --out {cv_dir} first")
-    first = read_servable_run(folds[0])
+    first = read_run(folds[0])
     params, labels = FeatureParams.from_dict(first["features"]), first["labels"]
     frontend, hop = Frontend(params), params.hop_frames(first["eval_hop_s"])
     parts: dict[str, list] = {"val": [], "test": []}

@@ -41,16 +41,6 @@ def score(clips: list[Clip], frontend: Frontend, hop_frames: int, infer: Infer, 
     ]
 
 
-def speaker_spectra(clips: list[Clip], cache) -> dict[str, np.ndarray]:
-    """Each speaker's long-term spectrum (trainer.speaker) over all their clips in `clips` (labels unused)."""
-    from .speaker import speaker_means
-
-    by_speaker: dict[str, list[np.ndarray]] = {}
-    for c in progress(clips, "speaker spectra"):
-        by_speaker.setdefault(c.speaker, []).append(cache.frames(c))
-    return speaker_means(by_speaker, cache.frontend.params.n_mels)
-
-
 def metrics(y_true: list[str], y_pred: list[str], labels: tuple[str, ...]) -> dict:
     from sklearn.metrics import confusion_matrix, f1_score, recall_score
 

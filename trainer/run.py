@@ -61,7 +61,8 @@ from edge.features import FeatureParams, Frontend
 
 from .cache import FeatureCache, default_cache_dir
 from .corpus import Clip, Corpus, load_corpus, write_manifest
-from .evaluate import HEADLINE, evaluate, score, speaker_spectra, write_predictions
+from .evaluate import HEADLINE, evaluate, score, write_predictions
+from .speaker import speaker_spectra
 from .settings import SETTINGS_FILE, RunSettings
 from .splits import Split, make_split
 

@@ -57,3 +57,14 @@ def speaker_means(frames_by_speaker: dict[str, list[np.ndarray]], n_mels: int) -
             spectrum.add(mels)
         out[speaker] = spectrum.mean()
     return out
+
+
+def speaker_spectra(clips, cache) -> dict[str, np.ndarray]:
+    """Each speaker's long-term spectrum over all their clips in `clips` (trainer.corpus.Clip; labels
+    unused), from the feature cache (trainer.cache.FeatureCache)."""
+    from .progress import progress
+
+    by_speaker: dict[str, list[np.ndarray]] = {}
+    for c in progress(clips, "speaker spectra"):
+        by_speaker.setdefault(c.speaker, []).append(cache.frames(c))
+    return speaker_means(by_speaker, cache.frontend.params.n_mels)
