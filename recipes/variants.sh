@@ -13,8 +13,10 @@
 #   band-std         one model per fold, each band also divided by its standard deviation over the window
 #   speaker-mean     one model per fold, each actor's long-term spectrum subtracted from every frame
 #                    instead of each window's band mean (trainer.speaker)
+#   freq-warp        one model per fold, training windows warped in frequency by 1 +- 0.1 (VTLP-style)
+#   stats-pooling    one model per fold, `cnn_stats`: mean and standard deviation pooling over time
 set -eu
-VARIANT=${1:?which variant: seed, one-model, three-models, no-band-mean, label-smoothing, mixup, band-std or speaker-mean}
+VARIANT=${1:?which variant: seed, one-model, three-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp or stats-pooling}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
 RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --logits"
@@ -37,6 +39,11 @@ case "$VARIANT" in
     nice -n 5 moodmic-train cv $RECIPE --band-mean --band-std --init-seed 0 --out "$OUT/variants/band-std" ;;
   speaker-mean)
     nice -n 5 moodmic-train cv $RECIPE --no-band-mean --speaker-mean --init-seed 0 --out "$OUT/variants/speaker-mean" ;;
+  freq-warp)
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --init-seed 0 --out "$OUT/variants/freq-warp" ;;
+  stats-pooling)
+    # (a repeated option: the last one counts)
+    nice -n 5 moodmic-train cv $RECIPE --arch cnn_stats --band-mean --init-seed 0 --out "$OUT/variants/stats-pooling" ;;
   *)
-    echo "unknown variant $VARIANT: seed, one-model, three-models, no-band-mean, label-smoothing, mixup, band-std or speaker-mean" >&2; exit 2 ;;
+    echo "unknown variant $VARIANT: seed, one-model, three-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp or stats-pooling" >&2; exit 2 ;;
 esac

@@ -69,6 +69,26 @@ def test_masks_are_runs_of_silence_of_bounded_width():
     assert max(widths) <= 8 and max(widths) > 0
 
 
+def test_frequency_warp_moves_a_spectral_line_by_the_drawn_factor_and_keeps_each_frame():
+    from edge.features import mel_edges_hz
+    from trainer.augment import warp_bands
+
+    hz = mel_edges_hz(P)[1:-1]
+    x = np.full((3, P.n_frames, P.n_mels), FLOOR, np.float32)
+    x[:, 40:, 60] = -10.0  # a tone at band 60 from frame 40 on
+    y = warp_bands(x, np.array([1.0, 1.12, 0.88]), hz)
+    assert np.array_equal(y[0], x[0])  # factor 1: unchanged
+    for w, factor in zip(y[1:], (1.12, 0.88)):
+        peak = int(np.argmax(w[50]))
+        assert abs(hz[peak] / hz[60] - factor) < 0.02  # the line sits at the scaled frequency
+        assert np.all(w[:40] == FLOOR) and w[50].max() > -45  # silence stays silence, the line survives
+    with pytest.raises(ValueError, match="centre frequencies"):
+        augment_windows(x, AugmentSettings(freq_warp=0.1), np.random.default_rng(0), FLOOR)
+    a = augment_windows(x, AugmentSettings(freq_warp=0.1), np.random.default_rng(0), FLOOR, hz)
+    assert a.dtype == np.float32 and not np.array_equal(a, x)
+    assert np.array_equal(a, augment_windows(x, AugmentSettings(freq_warp=0.1), np.random.default_rng(0), FLOOR, hz))
+
+
 def test_focal_loss_from_logits_and_label_smoothing():
     logits = np.array([[1.0, 2.0, 0.5], [0.2, -1.0, 3.0]], np.float32)
     y = np.array([1, 2])
@@ -146,6 +166,30 @@ def test_band_mean_logits_ensemble_model_saves_reloads_and_converts_to_builtin_m
     assert {"MEAN", "SUB"} <= set(ops) and ("RSQRT" in ops) == band_std
     out = TFLiteModel(tflite).run(x)
     assert np.abs(out - z).max() < 0.02 * np.abs(z).max()  # dynamic-range weights: small relative error
+
+
+def test_stats_pooling_sees_how_much_a_feature_moves_and_converts_to_builtin_ops():
+    import tensorflow as tf
+
+    from converter.graph import check_builtin_only, op_names
+    from edge.interpreter import TFLiteModel
+    from trainer.model import StatsPooling
+
+    steady = np.ones((1, 8, 2), np.float32)
+    moving = np.array([[[0.0, 1.0], [2.0, 1.0]] * 4], np.float32)  # same mean, channel 0 moves
+    a, b = StatsPooling()(steady).numpy(), StatsPooling()(moving).numpy()
+    assert np.allclose(a[0, :2], b[0, :2]) and np.allclose(a[0, 2:], 0, atol=0.01) and b[0, 2] == pytest.approx(1.0, abs=0.01)
+    model = build_model("cnn_stats", 8, P, settings=ModelSettings())
+    x = _windows(2)
+    z = model.predict_on_batch(x)
+    clone = build_model("cnn_stats", 8, P, batch_size=1, settings=ModelSettings())
+    clone.set_weights(model.get_weights())
+    conv = tf.lite.TFLiteConverter.from_keras_model(clone)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv._experimental_disable_per_channel_quantization_for_dense_layers = True
+    tflite = conv.convert()
+    check_builtin_only(op_names(tflite))
+    assert np.abs(TFLiteModel(tflite).run(x) - z).max() < 0.05 * np.abs(z).max()
 
 
 def test_legacy_runs_keep_their_graph():

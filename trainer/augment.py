@@ -9,6 +9,9 @@ each one cached (cache.py) under a key naming its values.
 
 Window augmentation (`augment_windows`), drawn afresh for every training batch from (seed, epoch,
 batch), so a resumed run sees the same batches:
+- frequency warp (VTLP-style, Jaitly & Hinton 2013): every band's frequency scaled by one factor per
+  window drawn from 1 +- `freq_warp`, the window read off at those frequencies (linear interpolation
+  between bands), as a longer or shorter vocal tract would move formants; a fresh voice every batch.
 - gain: a random offset in dB on the whole window, as a waveform gain would give; bins at the
   frontend's absolute floor (digital silence, padding) stay there and every bin is re-clamped at
   the floor, so a quieter window loses detail into the floor as a quiet microphone would.
@@ -38,6 +41,7 @@ class AugmentSettings:
     pitch_semitones: float = 2.0  # pitch shift drawn from +-this many semitones (0: off)
     stretch: float = 0.1  # time-stretch rate drawn from 1 +- this (0: off)
     # window augmentation of training batches (augment_windows)
+    freq_warp: float = 0.0  # frequency scale drawn from 1 +- this per window (0: off)
     gain_db: float = 0.0  # random gain drawn from +-this many dB per window (0: off)
     time_masks: int = 0  # SpecAugment time masks per window
     time_mask: int = 20  # each at most this many frames
@@ -109,12 +113,19 @@ def plan_copies(settings: AugmentSettings, seed: int, clip_sha256: str) -> list[
     return out
 
 
-def augment_windows(x: np.ndarray, s: AugmentSettings, rng: np.random.Generator, floor_db: float) -> np.ndarray:
-    """Gain and masks on a batch of (N, n_frames, n_mels) dB windows (a new array; training only)."""
-    if not (s.gain_db > 0 or s.time_masks or s.freq_masks):
+def augment_windows(x: np.ndarray, s: AugmentSettings, rng: np.random.Generator, floor_db: float,
+                    band_hz: np.ndarray | None = None) -> np.ndarray:
+    """Warp, gain and masks on a batch of (N, n_frames, n_mels) dB windows (a new array; training only).
+
+    `band_hz`: the centre frequency of each mel band (the warp needs it)."""
+    if not (s.freq_warp > 0 or s.gain_db > 0 or s.time_masks or s.freq_masks):
         return x
     out = np.array(x, np.float32, copy=True)
     n, frames, bands = out.shape
+    if s.freq_warp > 0:
+        if band_hz is None:
+            raise ValueError("the frequency warp needs the bands' centre frequencies")
+        out = warp_bands(out, rng.uniform(1 - s.freq_warp, 1 + s.freq_warp, size=n), band_hz)
     if s.gain_db > 0:
         silent = out <= floor_db
         out += rng.uniform(-s.gain_db, s.gain_db, size=(n, 1, 1)).astype(np.float32)
@@ -128,6 +139,21 @@ def augment_windows(x: np.ndarray, s: AugmentSettings, rng: np.random.Generator,
             mask = (idx[None, :] >= starts[:, None]) & (idx[None, :] < (starts + widths)[:, None])
             out = np.where(mask[:, :, None] if axis == 1 else mask[:, None, :], np.float32(floor_db), out)
     return out
+
+
+def warp_bands(x: np.ndarray, factors: np.ndarray, band_hz: np.ndarray) -> np.ndarray:
+    """(N, frames, bands) windows with window i's spectrum scaled in frequency by factors[i].
+
+    Output band b takes the value at frequency band_hz[b] / factor (factor > 1 moves formants up);
+    beyond the lowest or highest band the edge band is repeated."""
+    n, _, bands = x.shape
+    src = np.interp((band_hz[None, :] / factors[:, None]).ravel(), band_hz, np.arange(bands)).reshape(n, bands)
+    lo = np.minimum(np.floor(src).astype(int), bands - 2)
+    w = (src - lo).astype(np.float32)[:, None, :]
+    rows = np.arange(n)[:, None, None]
+    frames = np.arange(x.shape[1])[None, :, None]
+    below, above = x[rows, frames, lo[:, None, :]], x[rows, frames, lo[:, None, :] + 1]
+    return (below + (above - below) * w).astype(np.float32)  # two equal bands (e.g. the floor) stay exact
 
 
 def mix_windows(x: np.ndarray, y: np.ndarray, n_labels: int, alpha: float,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import load_audio
-from edge.features import Frontend, file_windows, stack
+from edge.features import Frontend, file_windows, mel_edges_hz, stack
 
 from .augment import Augmentation, AugmentSettings, augment_windows, mix_windows, plan_copies
 from .cache import FeatureCache
@@ -51,6 +51,7 @@ class TrainingData:
     val_windows: list[int]  # windows per validation clip
     augment: AugmentSettings = AugmentSettings(copies=0)  # its window augmentation applies to training batches
     floor_db: float = -80.0  # the frontend's absolute floor (silence)
+    band_hz: np.ndarray | None = None  # centre frequency of each mel band (the frequency warp)
     offsets: np.ndarray | None = None  # (items, n_mels) speaker spectra subtracted after augmentation (trainer.speaker)
 
     @property
@@ -58,11 +59,11 @@ class TrainingData:
         return len(self.val_x) > 0
 
     def training_batch(self, items: np.ndarray, starts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Training windows with window augmentation (gain, masks, mixup) drawn from `rng`.
+        """Training windows with window augmentation (warp, gain, masks, mixup) drawn from `rng`.
 
         Targets are label indices, or with mixup (N, n_labels) blends of one-hot labels."""
         x, y = self.windows(items, starts)
-        x = self._normalised(augment_windows(x, self.augment, rng, self.floor_db), items)
+        x = self._normalised(augment_windows(x, self.augment, rng, self.floor_db, self.band_hz), items)
         if self.augment.mixup > 0:
             return mix_windows(x, y, len(self.labels), self.augment.mixup, rng)
         return x, y
@@ -179,5 +180,6 @@ def build_training_data(
         val_windows=counts,
         augment=augment,
         floor_db=frontend.params.floor_db,
+        band_hz=mel_edges_hz(frontend.params)[1:-1],
         offsets=None if speaker_offsets is None else np.stack([speaker_offsets[it.clip.speaker] for it in items]),
     )

@@ -11,6 +11,8 @@ converter's batch-1 clone).
   SeqSelfAttention (keras-self-attention, sigmoid), GlobalAveragePooling, Dense 256 / 128 / n.
 - `cnn`: a small BatchNorm CNN (~0.2 M parameters), the kind that did better than the seed on
   unseen actors (DESIGN.md).
+- `cnn_stats`: `cnn` with statistics pooling (each channel's mean and standard deviation over time)
+  instead of global average pooling.
 - `cnn2d`: 2-D convolutions over (time, mel) (~95 k parameters, ~45 M multiply-adds per window):
   filters shared across frequency. Tried once for the default model and not kept (MODEL_CARD.md).
 - `tiny`: a ~12 k-parameter CNN for tests and smoke runs.
@@ -72,8 +74,19 @@ class BandScaling(L.Layer):
         return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=1, keepdims=True) + self.VARIANCE_FLOOR)
 
 
+@keras.saving.register_keras_serializable(package="moodmic")
+class StatsPooling(L.Layer):
+    """(batch, time, channels) -> (batch, 2 * channels): each channel's mean and standard deviation over time
+    (statistics pooling, as in x-vectors: how much a feature moves, not only its average level)."""
+
+    def call(self, x):
+        mean = tf.reduce_mean(x, axis=1)
+        var = tf.reduce_mean(tf.square(x - mean[:, None, :]), axis=1)
+        return tf.concat([mean, tf.sqrt(var + 1e-5)], axis=-1)
+
+
 CUSTOM_OBJECTS = {"SeqSelfAttention": SeqSelfAttention, "FocalLoss": FocalLoss,
-                  "BandMeanSubtraction": BandMeanSubtraction, "BandScaling": BandScaling}
+                  "BandMeanSubtraction": BandMeanSubtraction, "BandScaling": BandScaling, "StatsPooling": StatsPooling}
 
 
 @contextmanager
@@ -100,13 +113,13 @@ def _seed(x, n_labels: int, activation: str | None = "softmax"):
     return L.Dense(n_labels, activation=activation)(x)
 
 
-def _cnn(x, n_labels: int, activation: str | None = "softmax"):
+def _cnn(x, n_labels: int, activation: str | None = "softmax", stats: bool = False):
     for filters, kernel in ((96, 5), (128, 3), (128, 3), (160, 3)):
         x = L.Conv1D(filters, kernel, padding="same", use_bias=False)(x)
         x = L.BatchNormalization()(x)
         x = L.ReLU()(x)
         x = L.MaxPooling1D(2)(x)
-    x = L.GlobalAveragePooling1D()(x)
+    x = StatsPooling()(x) if stats else L.GlobalAveragePooling1D()(x)
     x = L.Dropout(0.3)(x)
     return L.Dense(n_labels, activation=activation)(x)
 
@@ -145,7 +158,11 @@ def _tiny_lstm(x, n_labels: int, activation: str | None = "softmax"):
     return L.Dense(n_labels, activation=activation)(x)
 
 
-ARCHS: dict[str, Callable] = {"seed": _seed, "cnn": _cnn, "cnn2d": _cnn2d, "tiny": _tiny, "tiny_lstm": _tiny_lstm}
+def _cnn_stats(x, n_labels: int, activation: str | None = "softmax"):
+    return _cnn(x, n_labels, activation, stats=True)
+
+
+ARCHS: dict[str, Callable] = {"seed": _seed, "cnn": _cnn, "cnn_stats": _cnn_stats, "cnn2d": _cnn2d, "tiny": _tiny, "tiny_lstm": _tiny_lstm}
 
 
 def build_model(arch: str, n_labels: int, params: FeatureParams, batch_size: int | None = None,
