@@ -15,8 +15,10 @@
 #                    instead of each window's band mean (trainer.speaker)
 #   freq-warp        one model per fold, training windows warped in frequency by 1 +- 0.1 (VTLP-style)
 #   stats-pooling    one model per fold, `cnn_stats`: mean and standard deviation pooling over time
+#   freq-warp-five   the default recipe (five models per fold) with the frequency warp: freq-warp's
+#                    run is its init seed 0
 set -eu
-VARIANT=${1:?which variant: seed, one-model, three-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp or stats-pooling}
+VARIANT=${1:?which variant: seed, one-model, three-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling or freq-warp-five}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
 RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --logits"
@@ -44,6 +46,13 @@ case "$VARIANT" in
   stats-pooling)
     # (a repeated option: the last one counts)
     nice -n 5 moodmic-train cv $RECIPE --arch cnn_stats --band-mean --init-seed 0 --out "$OUT/variants/stats-pooling" ;;
+  freq-warp-five)
+    sh "$0" freq-warp "$OUT"
+    for s in 1 2 3 4; do
+        nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --init-seed $s --out "$OUT/variants/freq-warp-$s"
+    done
+    moodmic-train members "$OUT/variants/freq-warp" "$OUT/variants/freq-warp-1" "$OUT/variants/freq-warp-2" \
+        "$OUT/variants/freq-warp-3" "$OUT/variants/freq-warp-4" --out "$OUT/variants/freq-warp-five" ;;
   *)
-    echo "unknown variant $VARIANT: seed, one-model, three-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp or stats-pooling" >&2; exit 2 ;;
+    echo "unknown variant $VARIANT: seed, one-model, three-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling or freq-warp-five" >&2; exit 2 ;;
 esac
