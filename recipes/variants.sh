@@ -51,8 +51,9 @@ case "$VARIANT" in
     for s in 1 2 3 4; do
         nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --init-seed $s --out "$OUT/variants/freq-warp-$s"
     done
-    moodmic-train members "$OUT/variants/freq-warp" "$OUT/variants/freq-warp-1" "$OUT/variants/freq-warp-2" \
-        "$OUT/variants/freq-warp-3" "$OUT/variants/freq-warp-4" --out "$OUT/variants/freq-warp-five" ;;
+    [ -f "$OUT/variants/freq-warp-five/cv_summary.json" ] || moodmic-train members "$OUT/variants/freq-warp" \
+        "$OUT/variants/freq-warp-1" "$OUT/variants/freq-warp-2" "$OUT/variants/freq-warp-3" "$OUT/variants/freq-warp-4" \
+        --out "$OUT/variants/freq-warp-five" ;;
   *)
     echo "unknown variant $VARIANT: seed, one-model, three-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling or freq-warp-five" >&2; exit 2 ;;
 esac
