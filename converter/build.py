@@ -56,15 +56,11 @@ def convert(run_dir: Path, mode: str, representative: np.ndarray | None = None) 
         return Path(spec["out"]).read_bytes()
 
 
-def _child(spec_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
+def tflite_converter(model, mode: str, representative: np.ndarray | None = None):
+    """The TFLite converter of a batch-1 Keras model, set up for one of MODES (the one place it is set up)."""
     import tensorflow as tf
 
-    from trainer.run import rebuild_model
-
-    model = rebuild_model(spec["run_dir"], batch_size=1)
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    mode = spec["mode"]
     if mode in ("dynamic", "int8", "float16"):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "dynamic":
@@ -74,12 +70,20 @@ def _child(spec_path: str) -> None:
     if mode == "float16":
         conv.target_spec.supported_types = [tf.float16]
     if mode == "int8":
-        rep = np.load(spec["representative"])
-        conv.representative_dataset = lambda: ([x[None]] for x in rep)
+        conv.representative_dataset = lambda: ([x[None]] for x in representative)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
-    Path(spec["out"]).write_bytes(conv.convert())
+    return conv
+
+
+def _child(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    from trainer.run import rebuild_model
+
+    model = rebuild_model(spec["run_dir"], batch_size=1)
+    rep = np.load(spec["representative"]) if spec["representative"] else None
+    Path(spec["out"]).write_bytes(tflite_converter(model, spec["mode"], rep).convert())
 
 
 if __name__ == "__main__":

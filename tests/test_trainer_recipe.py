@@ -136,8 +136,7 @@ def test_mixup_blends_windows_and_targets_with_the_same_weight():
 
 @pytest.mark.parametrize("band_std", [False, True])
 def test_band_mean_logits_ensemble_model_saves_reloads_and_converts_to_builtin_mean_and_sub(tmp_path, band_std):
-    import tensorflow as tf
-
+    from converter.build import tflite_converter
     from converter.graph import check_builtin_only, op_names
     from edge.interpreter import TFLiteModel
 
@@ -157,10 +156,7 @@ def test_band_mean_logits_ensemble_model_saves_reloads_and_converts_to_builtin_m
     assert np.allclose(again.predict_on_batch(x), z, atol=1e-5)
     clone = build_model("tiny", 8, P, batch_size=1, settings=settings)
     clone.set_weights(model.get_weights())
-    conv = tf.lite.TFLiteConverter.from_keras_model(clone)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv._experimental_disable_per_channel_quantization_for_dense_layers = True
-    tflite = conv.convert()
+    tflite = tflite_converter(clone, "dynamic").convert()
     ops = op_names(tflite)
     check_builtin_only(ops)
     assert {"MEAN", "SUB"} <= set(ops) and ("RSQRT" in ops) == band_std
@@ -169,8 +165,7 @@ def test_band_mean_logits_ensemble_model_saves_reloads_and_converts_to_builtin_m
 
 
 def test_stats_pooling_sees_how_much_a_feature_moves_and_converts_to_builtin_ops():
-    import tensorflow as tf
-
+    from converter.build import tflite_converter
     from converter.graph import check_builtin_only, op_names
     from edge.interpreter import TFLiteModel
     from trainer.model import StatsPooling
@@ -184,10 +179,7 @@ def test_stats_pooling_sees_how_much_a_feature_moves_and_converts_to_builtin_ops
     z = model.predict_on_batch(x)
     clone = build_model("cnn_stats", 8, P, batch_size=1, settings=ModelSettings())
     clone.set_weights(model.get_weights())
-    conv = tf.lite.TFLiteConverter.from_keras_model(clone)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv._experimental_disable_per_channel_quantization_for_dense_layers = True
-    tflite = conv.convert()
+    tflite = tflite_converter(clone, "dynamic").convert()
     check_builtin_only(op_names(tflite))
     assert np.abs(TFLiteModel(tflite).run(x) - z).max() < 0.05 * np.abs(z).max()
 
