@@ -18,8 +18,10 @@
 #                    the default recipe's init seed 0 cross-validation (sh recipes/default_model.sh
 #                    OUT trains it in step 1)
 #   stats-pooling    one model per fold, `cnn_stats`: mean and standard deviation pooling over time
+#   warp-speech-five the default recipe with the frequency warp on speech clips only (song unwarped),
+#                    five models per fold (init seeds 0-4)
 set -eu
-VARIANT=${1:?which variant: seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp or stats-pooling}
+VARIANT=${1:?which variant: seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling or warp-speech-five}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
 RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --logits"
@@ -52,6 +54,14 @@ case "$VARIANT" in
   stats-pooling)
     # (a repeated option: the last one counts)
     nice -n 5 moodmic-train cv $RECIPE --arch cnn_stats --band-mean --init-seed 0 --out "$OUT/variants/stats-pooling" ;;
+  warp-speech-five)
+    RUNS=""
+    for s in 0 1 2 3 4; do
+        nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed $s \
+            --out "$OUT/variants/warp-speech-$s"
+        RUNS="$RUNS $OUT/variants/warp-speech-$s"
+    done
+    [ -f "$OUT/variants/$VARIANT/cv_summary.json" ] || moodmic-train members $RUNS --out "$OUT/variants/$VARIANT" ;;
   *)
-    echo "unknown variant $VARIANT: seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp or stats-pooling" >&2; exit 2 ;;
+    echo "unknown variant $VARIANT: seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling or warp-speech-five" >&2; exit 2 ;;
 esac

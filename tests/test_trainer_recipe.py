@@ -87,6 +87,10 @@ def test_frequency_warp_moves_a_spectral_line_by_the_drawn_factor_and_keeps_each
     a = augment_windows(x, AugmentSettings(freq_warp=0.1), np.random.default_rng(0), FLOOR, hz)
     assert a.dtype == np.float32 and not np.array_equal(a, x)
     assert np.array_equal(a, augment_windows(x, AugmentSettings(freq_warp=0.1), np.random.default_rng(0), FLOOR, hz))
+    # speech only: sung windows stay as they were, spoken ones are warped as before
+    song = np.array([True, False, True])
+    b = augment_windows(x, AugmentSettings(freq_warp=0.1, freq_warp_song=False), np.random.default_rng(0), FLOOR, hz, song)
+    assert np.array_equal(b[song], x[song]) and np.array_equal(b[1], a[1])
 
 
 def test_focal_loss_from_logits_and_label_smoothing():

@@ -42,6 +42,7 @@ class AugmentSettings:
     stretch: float = 0.1  # time-stretch rate drawn from 1 +- this (0: off)
     # window augmentation of training batches (augment_windows)
     freq_warp: float = 0.0  # frequency scale drawn from 1 +- this per window (0: off)
+    freq_warp_song: bool = True  # warp song windows too (False: speech only; sung pitch is a cue)
     gain_db: float = 0.0  # random gain drawn from +-this many dB per window (0: off)
     time_masks: int = 0  # SpecAugment time masks per window
     time_mask: int = 20  # each at most this many frames
@@ -114,10 +115,11 @@ def plan_copies(settings: AugmentSettings, seed: int, clip_sha256: str) -> list[
 
 
 def augment_windows(x: np.ndarray, s: AugmentSettings, rng: np.random.Generator, floor_db: float,
-                    band_hz: np.ndarray | None = None) -> np.ndarray:
+                    band_hz: np.ndarray | None = None, song: np.ndarray | None = None) -> np.ndarray:
     """Warp, gain and masks on a batch of (N, n_frames, n_mels) dB windows (a new array; training only).
 
-    `band_hz`: the centre frequency of each mel band (the warp needs it)."""
+    `band_hz`: the centre frequency of each mel band (the warp needs it); `song`: which windows are
+    sung (kept unwarped unless `s.freq_warp_song`)."""
     if not (s.freq_warp > 0 or s.gain_db > 0 or s.time_masks or s.freq_masks):
         return x
     out = np.array(x, np.float32, copy=True)
@@ -125,7 +127,10 @@ def augment_windows(x: np.ndarray, s: AugmentSettings, rng: np.random.Generator,
     if s.freq_warp > 0:
         if band_hz is None:
             raise ValueError("the frequency warp needs the bands' centre frequencies")
-        out = warp_bands(out, rng.uniform(1 - s.freq_warp, 1 + s.freq_warp, size=n), band_hz)
+        factors = rng.uniform(1 - s.freq_warp, 1 + s.freq_warp, size=n)
+        if not s.freq_warp_song and song is not None:
+            factors[song] = 1.0  # drawn all the same, so the other augmentations see the same draws
+        out = warp_bands(out, factors, band_hz)
     if s.gain_db > 0:
         silent = out <= floor_db
         out += rng.uniform(-s.gain_db, s.gain_db, size=(n, 1, 1)).astype(np.float32)

@@ -70,6 +70,8 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--label-smoothing", "fit.label_smoothing", {"type": float, "metavar": "E"}, "label smoothing of the loss's targets"),
     ("--freq-warp", "augment.freq_warp", {"type": float, "metavar": "F"},
      "frequency warp of training windows, scale drawn from 1 +- F (0: off)"),
+    ("--freq-warp-song", "augment.freq_warp_song", {"action": argparse.BooleanOptionalAction},
+     "warp song clips' windows too (--no-freq-warp-song: speech only)"),
     ("--gain-db", "augment.gain_db", {"type": float, "metavar": "DB"}, "random gain of training windows, +- dB (0: off)"),
     ("--time-masks", "augment.time_masks", {"type": int, "metavar": "N"}, "SpecAugment time masks per training window"),
     ("--time-mask", "augment.time_mask", {"type": int, "metavar": "FRAMES"}, "longest time mask"),

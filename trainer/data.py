@@ -63,7 +63,8 @@ class TrainingData:
 
         Targets are label indices, or with mixup (N, n_labels) blends of one-hot labels."""
         x, y = self.windows(items, starts)
-        x = self._normalised(augment_windows(x, self.augment, rng, self.floor_db, self.band_hz), items)
+        song = np.array([self.items[i].clip.channel == "song" for i in items], bool)
+        x = self._normalised(augment_windows(x, self.augment, rng, self.floor_db, self.band_hz, song), items)
         if self.augment.mixup > 0:
             return mix_windows(x, y, len(self.labels), self.augment.mixup, rng)
         return x, y
