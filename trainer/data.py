@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,11 @@ class TrainingData:
     band_hz: np.ndarray | None = None  # centre frequency of each mel band (the frequency warp)
     offsets: np.ndarray | None = None  # (items, n_mels) speaker spectra subtracted after augmentation (trainer.speaker)
 
+    @cached_property
+    def sung(self) -> np.ndarray:
+        """Whether each training item is a song clip (once, not per batch; the speech-only warp skips them)."""
+        return np.array([item.clip.channel == "song" for item in self.items], bool)
+
     @property
     def has_validation(self) -> bool:
         return len(self.val_x) > 0
@@ -63,8 +69,7 @@ class TrainingData:
 
         Targets are label indices, or with mixup (N, n_labels) blends of one-hot labels."""
         x, y = self.windows(items, starts)
-        song = np.array([self.items[i].clip.channel == "song" for i in items], bool)
-        x = self._normalised(augment_windows(x, self.augment, rng, self.floor_db, self.band_hz, song), items)
+        x = self._normalised(augment_windows(x, self.augment, rng, self.floor_db, self.band_hz, self.sung[items]), items)
         if self.augment.mixup > 0:
             return mix_windows(x, y, len(self.labels), self.augment.mixup, rng)
         return x, y
