@@ -21,24 +21,32 @@
 #   warp-speech-five the default recipe with the frequency warp on speech clips only (song unwarped),
 #                    five models per fold (init seeds 0-4)
 set -eu
-VARIANT=${1:?which variant: seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling or warp-speech-five}
+VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling or warp-speech-five"
+VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
 RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --logits"
+
+# members PREFIX "SEEDS" FLAGS...: one cross-validation per init seed (OUT/variants/PREFIX-SEED), then
+# each fold's models averaged in OUT/variants/VARIANT
+members() {
+    prefix=$1 seeds=$2; shift 2; runs=""
+    for s in $seeds; do
+        nice -n 5 moodmic-train cv $RECIPE "$@" --init-seed $s --out "$OUT/variants/$prefix-$s"
+        runs="$runs $OUT/variants/$prefix-$s"
+    done
+    [ -f "$OUT/variants/$VARIANT/cv_summary.json" ] || moodmic-train members $runs --out "$OUT/variants/$VARIANT"
+}
 case "$VARIANT" in
   seed)
     nice -n 5 moodmic-train cv --data "$DATA" --seed 0 --folds 5 --val-actors 2 --out "$OUT/variants/seed" \
         --arch seed --epochs 30 --no-band-mean --no-logits ;;
   one-model)
     nice -n 5 moodmic-train cv $RECIPE --band-mean --init-seed 0 --out "$OUT/variants/no-warp-0" ;;
-  three-models|five-models)
-    [ "$VARIANT" = three-models ] && SEEDS="0 1 2" || SEEDS="0 1 2 3 4"
-    RUNS=""
-    for s in $SEEDS; do
-        nice -n 5 moodmic-train cv $RECIPE --band-mean --init-seed $s --out "$OUT/variants/no-warp-$s"
-        RUNS="$RUNS $OUT/variants/no-warp-$s"
-    done
-    [ -f "$OUT/variants/$VARIANT/cv_summary.json" ] || moodmic-train members $RUNS --out "$OUT/variants/$VARIANT" ;;
+  three-models)
+    members no-warp "0 1 2" --band-mean ;;
+  five-models)
+    members no-warp "0 1 2 3 4" --band-mean ;;
   no-band-mean)
     nice -n 5 moodmic-train cv $RECIPE --no-band-mean --out "$OUT/variants/no-band-mean" ;;
   label-smoothing)
@@ -55,13 +63,7 @@ case "$VARIANT" in
     # (a repeated option: the last one counts)
     nice -n 5 moodmic-train cv $RECIPE --arch cnn_stats --band-mean --init-seed 0 --out "$OUT/variants/stats-pooling" ;;
   warp-speech-five)
-    RUNS=""
-    for s in 0 1 2 3 4; do
-        nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed $s \
-            --out "$OUT/variants/warp-speech-$s"
-        RUNS="$RUNS $OUT/variants/warp-speech-$s"
-    done
-    [ -f "$OUT/variants/$VARIANT/cv_summary.json" ] || moodmic-train members $RUNS --out "$OUT/variants/$VARIANT" ;;
+    members warp-speech "0 1 2 3 4" --band-mean --freq-warp 0.1 --no-freq-warp-song ;;
   *)
-    echo "unknown variant $VARIANT: seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling or warp-speech-five" >&2; exit 2 ;;
+    echo "unknown variant $VARIANT: $VARIANTS" >&2; exit 2 ;;
 esac
