@@ -3,10 +3,12 @@
 #
 # 1. 5-fold cross-validation by actor over RAVDESS actors 01-20 (folds: recipes/folds.json, seed 0;
 #    validation actors from each fold's training side stop training and pick the epoch), five
-#    times, with init seeds 0-4 (same folds, same augmented copies, other weights and crops). Training
-#    windows are warped in frequency by 1 +- 0.1 (--freq-warp, VTLP-style; MODEL_CARD.md says why).
+#    times, with init seeds 0-4 (same folds, same augmented copies, other weights and crops). Spoken
+#    training windows are warped in frequency by 1 +- 0.1 (--freq-warp, VTLP-style), sung ones not
+#    (--no-freq-warp-song; MODEL_CARD.md says why).
 # 2. Per fold, the five fold models averaged (moodmic-train members): the recipe's CV figure, every
-#    fold scored as whole files through edge.predict.predict_audio (sliding windows).
+#    fold scored as whole files through edge.predict.predict_audio, with a window every 0.2 s
+#    (--eval-hop: the bundle's evaluation hop, so `moodmic predict` scores files the same way).
 # 3. One temperature fitted on the validation actors' windows of every fold (calibration.json).
 # 4. The final model: each member trained on every actor for its folds' median best epoch, at their
 #    median learning rate per epoch; the five averaged in one graph, converted dynamic-range with the
@@ -19,13 +21,14 @@
 set -eu
 OUT=${1:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
-RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --band-mean --freq-warp 0.1 --logits"
+RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --band-mean --freq-warp 0.1 --no-freq-warp-song --logits"
 for s in 0 1 2 3 4; do
     nice -n 5 moodmic-train cv $RECIPE --init-seed $s --out "$OUT/cv-$s"
 done
-[ -f "$OUT/members/cv_summary.json" ] || moodmic-train members "$OUT/cv-0" "$OUT/cv-1" "$OUT/cv-2" "$OUT/cv-3" "$OUT/cv-4" --out "$OUT/members"
+[ -f "$OUT/members/cv_summary.json" ] || moodmic-train members "$OUT/cv-0" "$OUT/cv-1" "$OUT/cv-2" "$OUT/cv-3" "$OUT/cv-4" \
+    --out "$OUT/members" --eval-hop 0.2
 [ -f "$OUT/members/calibration.json" ] || moodmic-train calibrate "$OUT/members"
 nice -n 5 moodmic-train final "$OUT/members" --out "$OUT/final"
 moodmic-convert "$OUT/final" --out "$OUT/bundle" --mode dynamic --parity-side train \
-    --calibration "$OUT/members/calibration.json" --name moodmic-cnnx5warp-dynamic
+    --calibration "$OUT/members/calibration.json" --name moodmic-cnnx5warpspeech-dynamic
 python recipes/converted_cv.py "$OUT/members" "$OUT/converted"

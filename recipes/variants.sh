@@ -14,14 +14,20 @@
 #   band-std         one model per fold, each band also divided by its standard deviation over the window
 #   speaker-mean     one model per fold, each actor's long-term spectrum subtracted from every frame
 #                    instead of each window's band mean (trainer.speaker)
-#   freq-warp        one model per fold, training windows warped in frequency by 1 +- 0.1 (VTLP-style):
-#                    the default recipe's init seed 0 cross-validation (sh recipes/default_model.sh
-#                    OUT trains it in step 1)
+#   freq-warp        one model per fold, training windows warped in frequency by 1 +- 0.1 (VTLP-style),
+#                    song as well as speech
 #   stats-pooling    one model per fold, `cnn_stats`: mean and standard deviation pooling over time
-#   warp-speech-five the default recipe with the frequency warp on speech clips only (song unwarped),
-#                    five models per fold (init seeds 0-4)
+#   freq-warp-five   freq-warp with five models per fold (init seeds 0-4): the default model before
+#                    the warp spared song (moodmic-cnnx5warp-dynamic)
+#   warp-speech-five the default recipe (warp on speech only, five models per fold) scored with a
+#                    window every second, as every other variant is (run default_model.sh's step 1 first)
+#   eval-hop         five-models and freq-warp-five scored with a window every 0.2 s instead of 1 s,
+#                    as the default recipe is (run those two first)
+#   test-time        test-time options on the default recipe's CV (recipes/test_time.py): windows
+#                    warped and averaged, a per-class logit bias fitted on validation actors; and
+#                    the three five-model recipes averaged (fifteen models per fold)
 set -eu
-VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling or warp-speech-five"
+VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop or test-time"
 VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
@@ -58,12 +64,26 @@ case "$VARIANT" in
   speaker-mean)
     nice -n 5 moodmic-train cv $RECIPE --no-band-mean --speaker-mean --init-seed 0 --out "$OUT/variants/speaker-mean" ;;
   freq-warp)
-    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --init-seed 0 --out "$OUT/cv-0" ;;
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --init-seed 0 --out "$OUT/variants/freq-warp-0" ;;
   stats-pooling)
     # (a repeated option: the last one counts)
     nice -n 5 moodmic-train cv $RECIPE --arch cnn_stats --band-mean --init-seed 0 --out "$OUT/variants/stats-pooling" ;;
+  freq-warp-five)
+    members freq-warp "0 1 2 3 4" --band-mean --freq-warp 0.1 ;;
   warp-speech-five)
-    members warp-speech "0 1 2 3 4" --band-mean --freq-warp 0.1 --no-freq-warp-song ;;
+    [ -f "$OUT/variants/$VARIANT/cv_summary.json" ] ||
+        moodmic-train members "$OUT/cv-0" "$OUT/cv-1" "$OUT/cv-2" "$OUT/cv-3" "$OUT/cv-4" --out "$OUT/variants/$VARIANT" ;;
+  eval-hop)
+    for v in five-models freq-warp-five; do
+        prefix=$([ $v = five-models ] && echo no-warp || echo freq-warp)
+        runs=$(for s in 0 1 2 3 4; do printf '%s ' "$OUT/variants/$prefix-$s"; done)
+        [ -f "$OUT/variants/$v-hop0.2/cv_summary.json" ] ||
+            moodmic-train members $runs --out "$OUT/variants/$v-hop0.2" --eval-hop 0.2
+    done ;;
+  test-time)
+    python recipes/test_time.py "$OUT/members" --out "$OUT/variants/test-time"
+    python recipes/test_time.py "$OUT/members" "$OUT/variants/five-models" "$OUT/variants/freq-warp-five" \
+        --eval-hop 0.2 --out "$OUT/variants/fifteen-models" ;;
   *)
     echo "unknown variant $VARIANT: $VARIANTS" >&2; exit 2 ;;
 esac

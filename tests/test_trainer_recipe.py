@@ -15,8 +15,9 @@ pytest.importorskip("tensorflow", reason="the trainer needs the train extra (Ten
 pytest.importorskip("tf_keras", reason="the trainer needs the train extra (tf-keras)")
 pytestmark = pytest.mark.tensorflow
 
+from edge.audio import load_audio  # noqa: E402
 from edge.errors import EXIT_USAGE  # noqa: E402
-from edge.features import FeatureParams  # noqa: E402
+from edge.features import FeatureParams, Frontend, file_windows  # noqa: E402
 from trainer.augment import AugmentSettings, augment_windows  # noqa: E402
 from trainer.calibrate import ece, fit_temperature, nll  # noqa: E402
 from trainer.losses import FocalLoss  # noqa: E402
@@ -91,6 +92,8 @@ def test_frequency_warp_moves_a_spectral_line_by_the_drawn_factor_and_keeps_each
     song = np.array([True, False, True])
     b = augment_windows(x, AugmentSettings(freq_warp=0.1, freq_warp_song=False), np.random.default_rng(0), FLOOR, hz, song)
     assert np.array_equal(b[song], x[song]) and np.array_equal(b[1], a[1])
+    with pytest.raises(ValueError, match="which windows are sung"):  # not silently warping song too
+        augment_windows(x, AugmentSettings(freq_warp=0.1, freq_warp_song=False), np.random.default_rng(0), FLOOR, hz)
 
 
 def test_focal_loss_from_logits_and_label_smoothing():
@@ -316,9 +319,18 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     assert not np.allclose(ma.predict_on_batch(x), mb.predict_on_batch(x))
 
     out = tmp_path / "members"
-    assert train(["members", *map(str, cvs), "--out", str(out)]) == 0
+    assert train(["members", *map(str, cvs), "--out", str(tmp_path / "odd-hop"), "--eval-hop", "0.25"]) == EXIT_USAGE
+    assert train(["members", *map(str, cvs), "--out", str(out), "--eval-hop", "0.2"]) == 0
     run = read_run(out / "fold-0")
     assert [m["init_seed"] for m in run["members"]] == [1, 2]
+    # scored at its own hop (the members' is 1 s): every clip's windows as a device at 0.2 s takes them
+    assert run["eval_hop_s"] == 0.2 and read_run(a)["eval_hop_s"] == 1.0
+    frontend = Frontend(FeatureParams.from_dict(run["features"]))
+    rows = list(csv.DictReader(open(out / "fold-0" / "predictions.csv")))
+    assert [int(r["windows"]) for r in rows] == [
+        len(file_windows(frontend, load_audio(r["path"], frontend.params.sample_rate), frontend.params.hop_frames(0.2)))
+        for r in rows]
+    assert sum(int(r["windows"]) for r in rows) > sum(int(r["windows"]) for r in csv.DictReader(open(a / "predictions.csv")))
     assert run["split"] == read_run(a)["split"] and run["metrics"]["test"]["all"]["clips"] == run["split"]["test"]["clips"]
     mean = (ma.predict_on_batch(x) + mb.predict_on_batch(x)) / 2
     combined = load_keras_model(out / "fold-0" / "model.keras", compile=False)
@@ -355,6 +367,7 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     bundle_dir = tmp_path / "final-bundle"
     assert convert([str(final), "--out", str(bundle_dir), "--parity-side", "train"]) == 0
     assert load_bundle(bundle_dir).info["training"]["cv"]["folds_done"] == [0, 1, 2]
+    assert load_bundle(bundle_dir).eval_hop_s == 0.2  # `moodmic predict` scores files as the CV did
 
     # float vs converted on the same folds: each fold's ensemble converted, run by LiteRT on its test actors
     import subprocess
@@ -376,6 +389,18 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
         assert scored["eval"]["all"]["clips"] == fold["split"]["test"]["clips"]  # exactly the fold's test clips
         assert abs(r["converted"]["all"] - r["float"]["all"]) <= 0.1
     assert "| mean |" in (conv / "converted_cv.md").read_text()
+
+    # test-time options: "as scored" reproduces each fold's own figures (same windows, same averaging)
+    options = tmp_path / "test-time"
+    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "test_time.py"), str(out), "--out", str(options)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((options / "test_time.json").read_text())
+    assert set(result["summary"]) == {"as scored", "warp 3", "warp 5", "class bias"}
+    for k, row in zip(result["folds"], result["per_fold"]["as scored"]):
+        fold = read_run(out / f"fold-{k}")
+        for part in ("val", "test"):
+            assert row[part]["all"] == pytest.approx(fold["metrics"][part]["all"]["unweighted_accuracy"])
 
     # the same member twice, or members of different recipes, are refused with the reason
     assert train(["members", str(cvs[0]), str(cvs[0]), "--out", str(tmp_path / "twice")]) == EXIT_USAGE

@@ -127,8 +127,10 @@ def augment_windows(x: np.ndarray, s: AugmentSettings, rng: np.random.Generator,
     if s.freq_warp > 0:
         if band_hz is None:
             raise ValueError("the frequency warp needs the bands' centre frequencies")
+        if not s.freq_warp_song and song is None:
+            raise ValueError("warping speech only needs to know which windows are sung")
         factors = rng.uniform(1 - s.freq_warp, 1 + s.freq_warp, size=n)
-        if not s.freq_warp_song and song is not None:
+        if not s.freq_warp_song:
             factors[song] = 1.0  # drawn all the same, so the other augmentations see the same draws
         out = warp_bands(out, factors, band_hz)
     if s.gain_db > 0:

@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("members", help="a cross-validation of ensembles: per fold, the members of several cv runs averaged")
     p.add_argument("cv_dirs", metavar="CV_DIR", nargs="+", help="moodmic-train cv folders that differ only in --init-seed")
     p.add_argument("--out", metavar="DIR", required=True, help="where the per-fold ensembles and their cv_summary go")
+    p.add_argument("--eval-hop", metavar="SECONDS", type=float,
+                   help="hop between windows when scoring whole files (default: the members' own)")
     p = sub.add_parser("final", help="a finished cross-validation's recipe trained on every actor (a run to convert)")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv or members folder, every fold finished")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (resumable)")
@@ -154,7 +156,7 @@ def run(argv: list[str] | None = None) -> None:
     if args.command == "members":
         from .members import members_cv
 
-        members_cv(args.cv_dirs, args.out, argv=argv)
+        members_cv(args.cv_dirs, args.out, argv=argv, eval_hop_s=args.eval_hop)
         return
     if args.command == "final":
         from .final import final_run

@@ -12,9 +12,9 @@ RUN is a run directory the converter reads (convert it with `--parity-side train
 held-out side). Its figure is CV_DIR's cross-validation, which it carries: run.json adds
     members   [{name, run, init_seed, epochs}] in output-averaging order (several members only)
     cv        CV_DIR's cv_summary.json
-and metrics.cv the CV means per group. Resumable: finished member runs are kept, unfinished ones
-continue from their last epoch. `--member I` trains member I alone, so that each core can train one
-(a plain `final` afterwards keeps them and combines).
+and metrics.cv the CV means per group; its eval_hop_s is the one CV_DIR was scored at. Resumable:
+finished member runs are kept, unfinished ones continue from their last epoch. `--member I` trains
+member I alone, so that each core can train one (a plain `final` afterwards keeps them and combines).
 """
 
 from __future__ import annotations
@@ -105,12 +105,12 @@ def _combine(members: list[dict], member_dirs: list[Path], cv_dir: Path, cv_runs
     command = _command(argv)
     (out / "command.txt").write_text(command + "\n", encoding="utf-8")
     run = {
-        **{k: first[k] for k in ("format_version", "labels", "features", "eval_hop_s", "input_layout", "arch", "data",
-                                 "split", "seed")},
+        **{k: first[k] for k in ("format_version", "labels", "features", "input_layout", "arch", "data", "split", "seed")},
+        "eval_hop_s": cv_runs[0]["eval_hop_s"],  # the hop the CV figure was scored at (members --eval-hop)
         "name": out.name,
         "keras_model": KERAS_MODEL,
         "parameters": int(model.count_params()),
-        "settings": {**first["settings"], "out": str(out)},
+        "settings": {**first["settings"], "out": str(out), "eval_hop_s": cv_runs[0]["eval_hop_s"]},
         "members": [{"name": member_name(i), "run": str(d.resolve()),
                      "init_seed": RunSettings.from_dict(r["settings"]).fit.member_seed(r["seed"]),
                      "epochs": r["training"]["epochs_run"]} for i, (d, r) in enumerate(zip(member_dirs, members))],

@@ -3,8 +3,8 @@
 Each CV_DIR is a `moodmic-train cv` of the same recipe and folds, differing only in `--init-seed`
 (weights, crops and batch augmentation). For every fold finished in all of them, DIR/fold-K holds
 one model averaging the members' outputs (ensemble.combine), scored on that fold's validation and
-test actors exactly as a fold run is (whole files through edge.predict), and DIR gets the same
-cv_summary as `cv`. Every member of fold K trained on fold K's training actors only, so this is a
+test actors exactly as a fold run is (whole files through edge.predict; at `--eval-hop` seconds between
+windows if given, else at the members' own evaluation hop), and DIR gets the same cv_summary as `cv`. Every member of fold K trained on fold K's training actors only, so this is a
 speaker-independent figure for the recipe "an ensemble of N members" (unlike `ensemble`, which
 averages models of different folds).
 
@@ -43,7 +43,8 @@ def member_name(k: int) -> str:
     return f"member_{k}"
 
 
-def members_cv(cv_dirs: list[str | Path], out: str | Path, argv: list[str] | None = None) -> dict[str, Any]:
+def members_cv(cv_dirs: list[str | Path], out: str | Path, argv: list[str] | None = None,
+               eval_hop_s: float | None = None) -> dict[str, Any]:
     cv_dirs, out = [Path(d) for d in cv_dirs], Path(out)
     if len(cv_dirs) < 2:
         raise UsageError("members needs two or more cross-validation folders (moodmic-train cv --init-seed N)")
@@ -57,7 +58,7 @@ def members_cv(cv_dirs: list[str | Path], out: str | Path, argv: list[str] | Non
         if (fold_dir(out, k) / RUN_FILE).is_file():
             print(f"{fold_dir(out, k)}: finished, kept", file=sys.stderr)
             continue
-        _combine_fold(k, [fold_dir(cv, k) for cv in cv_dirs], fold_dir(out, k), argv)
+        _combine_fold(k, [fold_dir(cv, k) for cv in cv_dirs], fold_dir(out, k), argv, eval_hop_s)
     return summarize(out)
 
 
@@ -67,7 +68,7 @@ def _recipe(run: dict) -> RunSettings:
     return replace(s, out="", fit=replace(s.fit, init_seed=None))
 
 
-def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | None) -> None:
+def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | None, eval_hop_s: float | None) -> None:
     from .model import batched_infer
 
     runs = [read_servable_run(d) for d in run_dirs]
@@ -93,16 +94,22 @@ def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | Non
     shutil.copy2(run_dirs[0] / "manifest.csv", out / "manifest.csv")
     params = FeatureParams.from_dict(first["features"])
     frontend = Frontend(params)
-    metrics = _evaluate(out, batched_infer(model), corpus, split, sides, frontend, params.hop_frames(first["eval_hop_s"]))
+    hop_s = first["eval_hop_s"] if eval_hop_s is None else eval_hop_s
+    try:
+        hop = params.hop_frames(hop_s)
+    except ValueError as exc:
+        raise UsageError(f"--eval-hop {hop_s}: {exc}") from None
+    metrics = _evaluate(out, batched_infer(model), corpus, split, sides, frontend, hop)
     command = _command(argv)
     (out / "command.txt").write_text(command + "\n", encoding="utf-8")
     run = {
-        **{key: first[key] for key in ("format_version", "labels", "features", "eval_hop_s", "input_layout", "arch", "data", "seed")},
+        **{key: first[key] for key in ("format_version", "labels", "features", "input_layout", "arch", "data", "seed")},
+        "eval_hop_s": hop_s,  # the bundle's, so `moodmic predict` scores files as this CV did
         "name": out.name,
         "keras_model": KERAS_MODEL,
         "parameters": int(model.count_params()),
         "split": metrics["split"],
-        "settings": {**first["settings"], "out": str(out)},
+        "settings": {**first["settings"], "out": str(out), "eval_hop_s": hop_s},
         "members": [{"name": member_name(i), "run": str(d.resolve()), "init_seed": s, "best_epoch": r["training"]["best_epoch"]}
                     for i, (d, r, s) in enumerate(zip(run_dirs, runs, seeds))],
         "training": {key: [r["training"][key] for r in runs] for key in ("epochs_run", "best_epoch")},
