@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {o: {part: {g: spread([f[part][g] for f in rows]) for g in GROUPS if all(g in f[part] for f in rows)}
                    for part in ("val", "test")} for o, rows in per_fold.items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"cv_dirs": [str(d) for d in args.cv_dirs], "eval_hop_s": args.eval_hop, "folds": folds,
+    result = {"cv_dirs": [d.name for d in args.cv_dirs], "eval_hop_s": args.eval_hop, "folds": folds,
               "per_fold": per_fold, "summary": summary}
     (args.out / "test_time.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     lines = ["| option | validation UA all / speech / song | test UA all | test UA speech | test UA song |", "|---|---|---|---|---|"]
