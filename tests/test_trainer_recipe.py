@@ -331,6 +331,8 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
         len(file_windows(frontend, load_audio(r["path"], frontend.params.sample_rate), frontend.params.hop_frames(0.2)))
         for r in rows]
     assert sum(int(r["windows"]) for r in rows) > sum(int(r["windows"]) for r in csv.DictReader(open(a / "predictions.csv")))
+    # finished folds are kept only at the hop they were scored at
+    assert train(["members", *map(str, cvs), "--out", str(out), "--eval-hop", "0.4"]) == EXIT_USAGE
     assert run["split"] == read_run(a)["split"] and run["metrics"]["test"]["all"]["clips"] == run["split"]["test"]["clips"]
     mean = (ma.predict_on_batch(x) + mb.predict_on_batch(x)) / 2
     combined = load_keras_model(out / "fold-0" / "model.keras", compile=False)

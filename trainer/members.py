@@ -3,10 +3,11 @@
 Each CV_DIR is a `moodmic-train cv` of the same recipe and folds, differing only in `--init-seed`
 (weights, crops and batch augmentation). For every fold finished in all of them, DIR/fold-K holds
 one model averaging the members' outputs (ensemble.combine), scored on that fold's validation and
-test actors exactly as a fold run is (whole files through edge.predict; at `--eval-hop` seconds between
-windows if given, else at the members' own evaluation hop), and DIR gets the same cv_summary as `cv`. Every member of fold K trained on fold K's training actors only, so this is a
-speaker-independent figure for the recipe "an ensemble of N members" (unlike `ensemble`, which
-averages models of different folds).
+test actors exactly as a fold run is (whole files through edge.predict, at `--eval-hop` seconds
+between windows if given, else at the members' own hop), and DIR gets the same cv_summary as `cv`.
+Every member of fold K trained on fold K's training actors only, so this is a speaker-independent
+figure for the recipe "an ensemble of N members" (unlike `ensemble`, which averages models of
+different folds).
 
 DIR/fold-K is a run directory (run.json as trainer/run.py describes it), so `calibrate DIR` and
 the converter read it like any fold; run.json adds
@@ -31,7 +32,7 @@ from .corpus import load_corpus
 from .crossval import finished_folds, fold_dir, fold_number, summarize
 from .ensemble import combine_runs
 from .evaluate import HEADLINE
-from .run import KERAS_MODEL, RUN_FILE, _command, _evaluate, _write_json, read_servable_run
+from .run import KERAS_MODEL, RUN_FILE, _command, _evaluate, _write_json, read_run, read_servable_run
 from .settings import RunSettings
 from .splits import make_split
 
@@ -56,6 +57,9 @@ def members_cv(cv_dirs: list[str | Path], out: str | Path, argv: list[str] | Non
         raise UsageError(f"no fold is finished in every one of {', '.join(map(str, cv_dirs))}; finish their cv runs first")
     for k in folds:
         if (fold_dir(out, k) / RUN_FILE).is_file():
+            done = read_run(fold_dir(out, k))["eval_hop_s"]
+            if eval_hop_s is not None and done != eval_hop_s:
+                raise UsageError(f"{fold_dir(out, k)} was scored at a {done} s hop, not {eval_hop_s}; choose another --out")
             print(f"{fold_dir(out, k)}: finished, kept", file=sys.stderr)
             continue
         _combine_fold(k, [fold_dir(cv, k) for cv in cv_dirs], fold_dir(out, k), argv, eval_hop_s)
