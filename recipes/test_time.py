@@ -30,7 +30,7 @@ from edge.features import FeatureParams, Frontend, file_windows, mel_edges_hz, s
 from trainer.augment import warp_bands
 from trainer.corpus import load_corpus
 from trainer.crossval import finished_folds, fold_dir, fold_number
-from trainer.model import load_keras_model, raw_outputs
+from trainer.model import load_keras_model, outputs_logits, raw_outputs
 from trainer.run import read_servable_run
 from trainer.settings import RunSettings
 from trainer.splits import make_split
@@ -83,6 +83,8 @@ def fold_logits(cv_dirs: list[Path], k: int, hop_s: float | None) -> dict:
     frontend, band_hz = Frontend(params), mel_edges_hz(params)[1:-1]
     hop = params.hop_frames(hop_s or run["eval_hop_s"])
     models = [load_keras_model(fold_dir(cv, k) / r["keras_model"], compile=False) for cv, r in zip(cv_dirs, runs)]
+    if not all(outputs_logits(m) for m in models):
+        raise SystemExit(f"fold {k}: every model must output logits (a --logits recipe) to be averaged and offset")
     factors = sorted({f for fs in WARPS.values() for f in fs})
     out = {}
     for part in ("val", "test"):
