@@ -30,7 +30,8 @@ from edge.features import FeatureParams, Frontend, file_windows, mel_edges_hz, s
 from trainer.augment import warp_bands
 from trainer.corpus import load_corpus
 from trainer.crossval import finished_folds, fold_dir, fold_number
-from trainer.model import load_keras_model, outputs_logits, raw_outputs
+from trainer.evaluate import groups, metrics
+from trainer.model import load_keras_model, outputs_logits, raw_outputs, softmax
 from trainer.run import read_servable_run
 from trainer.settings import RunSettings
 from trainer.splits import make_split
@@ -40,21 +41,11 @@ WARPS = {"as scored": (1.0,), "warp 3": (0.95, 1.0, 1.05), "warp 5": (0.9, 0.95,
 BIAS_L2 = 0.05
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def clip_probs(window_probs: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
     """Each clip's probabilities: the mean of its windows' (edge.predict.predict_audio)."""
     out = np.zeros((n, window_probs.shape[1]))
     np.add.at(out, owner, window_probs)
     return out / np.bincount(owner, minlength=n)[:, None]
-
-
-def ua(y: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
 
 
 def fit_bias(logits: np.ndarray, owner: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -97,7 +88,7 @@ def fold_logits(cv_dirs: list[Path], k: int, hop_s: float | None) -> dict:
             "logits": logits,
             "owner": np.repeat(np.arange(len(clips)), [len(w) for w in windows]),
             "y": np.array([run["labels"].index(c.label) for c in clips]),
-            "channel": np.array([c.channel for c in clips]),
+            "clips": clips,
         }
     return out
 
@@ -106,8 +97,10 @@ def scores(side: dict, option: str, bias: np.ndarray) -> dict[str, float]:
     factors = WARPS.get(option, (1.0,))
     probs = np.mean([softmax(side["logits"][f] + bias) for f in factors], axis=0)
     pred = clip_probs(probs, side["owner"], len(side["y"])).argmax(axis=1)
-    groups = {"all": np.ones(len(pred), bool), "speech": side["channel"] == "speech", "song": side["channel"] == "song"}
-    return {g: ua(side["y"][m], pred[m]) for g, m in groups.items() if m.any()}
+    labels = tuple(range(probs.shape[1]))
+    # the trainer's own UA and groups (trainer.evaluate), on label indices
+    return {g: metrics(list(side["y"][idx]), list(pred[idx]), labels)["unweighted_accuracy"]
+            for g, idx in groups(side["clips"]).items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,13 +104,14 @@ def _combine(members: list[dict], member_dirs: list[Path], cv_dir: Path, cv_runs
     shutil.copy2(member_dirs[0] / "manifest.csv", out / "manifest.csv")
     command = _command(argv)
     (out / "command.txt").write_text(command + "\n", encoding="utf-8")
+    hop_s = cv_runs[0]["eval_hop_s"]  # the hop the CV figure was scored at (members --eval-hop)
     run = {
         **{k: first[k] for k in ("format_version", "labels", "features", "input_layout", "arch", "data", "split", "seed")},
-        "eval_hop_s": cv_runs[0]["eval_hop_s"],  # the hop the CV figure was scored at (members --eval-hop)
+        "eval_hop_s": hop_s,
         "name": out.name,
         "keras_model": KERAS_MODEL,
         "parameters": int(model.count_params()),
-        "settings": {**first["settings"], "out": str(out), "eval_hop_s": cv_runs[0]["eval_hop_s"]},
+        "settings": {**first["settings"], "out": str(out), "eval_hop_s": hop_s},
         "members": [{"name": member_name(i), "run": str(d.resolve()),
                      "init_seed": RunSettings.from_dict(r["settings"]).fit.member_seed(r["seed"]),
                      "epochs": r["training"]["epochs_run"]} for i, (d, r) in enumerate(zip(member_dirs, members))],

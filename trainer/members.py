@@ -85,6 +85,12 @@ def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | Non
     seeds = [RunSettings.from_dict(r["settings"]).fit.member_seed(r["seed"]) for r in runs]
     if len(set(seeds)) < len(seeds):
         raise UsageError(f"fold {k}: members share an init seed ({seeds}); train each with its own --init-seed")
+    params = FeatureParams.from_dict(first["features"])
+    hop_s = first["eval_hop_s"] if eval_hop_s is None else eval_hop_s
+    try:  # before any work: an odd hop is the user's to fix
+        hop = params.hop_frames(hop_s)
+    except ValueError as exc:
+        raise UsageError(f"--eval-hop {hop_s}: {exc}") from None
     model = combine_runs(run_dirs, runs, [member_name(i) for i in range(len(runs))])
 
     settings = RunSettings.from_dict(first["settings"])
@@ -96,13 +102,7 @@ def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | Non
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / KERAS_MODEL)
     shutil.copy2(run_dirs[0] / "manifest.csv", out / "manifest.csv")
-    params = FeatureParams.from_dict(first["features"])
     frontend = Frontend(params)
-    hop_s = first["eval_hop_s"] if eval_hop_s is None else eval_hop_s
-    try:
-        hop = params.hop_frames(hop_s)
-    except ValueError as exc:
-        raise UsageError(f"--eval-hop {hop_s}: {exc}") from None
     metrics = _evaluate(out, batched_infer(model), corpus, split, sides, frontend, hop)
     command = _command(argv)
     (out / "command.txt").write_text(command + "\n", encoding="utf-8")
