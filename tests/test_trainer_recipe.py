@@ -431,3 +431,56 @@ def test_a_mixup_run_trains_on_blended_targets_and_validates_on_one_hot_labels(t
         assert np.isfinite(float(r["loss"])) and np.isfinite(float(r["val_loss"]))
         assert 0 <= float(r["accuracy"]) <= 1 and 0 <= float(r["val_accuracy"]) <= 1
     assert info["metrics"]["test"]["all"]["clips"] == info["split"]["test"]["clips"]
+
+
+def test_refit_retrains_each_fold_on_its_validation_actors_too_for_the_epochs_they_chose(tmp_path):
+    from trainer.cli import main as train
+    from trainer.run import read_run
+    from trainer_synth import make_corpus
+
+    corpus = make_corpus(tmp_path / "corpus", speakers=6, reps=1)
+    common = ["--data", str(corpus), "--folds", "3", "--arch", "tiny", "--epochs", "4", "--val-actors", "1",
+              "--aug-copies", "0", "--cache", str(tmp_path / "cache"), "--lr-patience", "1", "--logits"]
+    # a scoring hop that is not a whole number of frames: one usage error before anything is written
+    assert train(["cv", *common, "--out", str(tmp_path / "odd"), "--eval-hop", "0.25"]) == EXIT_USAGE
+    assert not (tmp_path / "odd" / "fold-0").exists()
+    cvs = [tmp_path / f"cv-{s}" for s in (1, 2)]
+    for cv, seed in zip(cvs, (1, 2)):
+        assert train(["cv", *common, "--out", str(cv), "--init-seed", str(seed)]) == 0
+
+    refits = [tmp_path / f"refit-{s}" for s in (1, 2)]
+    assert train(["refit", str(cvs[0]), "--out", str(refits[0]), "--fold", "1"]) == 0  # one fold, as on its own core
+    assert sorted(p.name for p in refits[0].glob("fold-*")) == ["fold-1"]
+    kept = (refits[0] / "fold-1" / "run.json").read_text()
+    for cv, refit in zip(cvs, refits):
+        assert train(["refit", str(cv), "--out", str(refit)]) == 0
+    assert (refits[0] / "fold-1" / "run.json").read_text() == kept  # finished folds are kept
+    for k in range(3):
+        fold, again = read_run(cvs[0] / f"fold-{k}"), read_run(refits[0] / f"fold-{k}")
+        # the validation actors train too; the test actors are the fold's, untouched
+        assert again["split"]["test"] == fold["split"]["test"] and again["split"]["val"]["clips"] == 0
+        assert again["split"]["refit_actors"] == fold["split"]["val"]["actors"]
+        assert again["split"]["train"]["actors"] == sorted(fold["split"]["train"]["actors"] + fold["split"]["val"]["actors"])
+        assert again["split"]["train"]["clips"] == fold["split"]["train"]["clips"] + fold["split"]["val"]["clips"]
+        # for the fold's best epoch, at the rates the fold ran those epochs at; nothing chosen after
+        best = fold["training"]["best_epoch"]
+        assert again["training"]["epochs_run"] == best and not again["training"]["stopped_early"]
+        rates = [float(r["lr"]) for r in csv.DictReader(open(cvs[0] / f"fold-{k}" / "history.csv"))][:best]
+        assert [float(r["lr"]) for r in csv.DictReader(open(refits[0] / f"fold-{k}" / "history.csv"))] == pytest.approx(rates)
+        assert again["metrics"]["val"] == {} and again["metrics"]["test"]["all"]["clips"] == fold["split"]["test"]["clips"]
+        assert (refits[0] / f"fold-{k}" / "confusion_matrix.png").is_file()
+    summary = json.loads((refits[0] / "cv_summary.json").read_text())
+    assert summary["folds_done"] == [0, 1, 2] and summary["validation"] == {}
+
+    # refits of several init seeds combine like cv folders, at the bundle's hop
+    out = tmp_path / "members"
+    assert train(["members", *map(str, refits), "--out", str(out), "--eval-hop", "0.2"]) == 0
+    run = read_run(out / "fold-0")
+    assert run["metrics"]["val"] == {} and run["split"] == read_run(refits[0] / "fold-0")["split"]
+    assert json.loads((out / "cv_summary.json").read_text())["folds_done"] == [0, 1, 2]
+
+    # refused, each with its reason: a refit of a refit, an unfinished fold, an ensemble folder, itself
+    assert train(["refit", str(refits[0]), "--out", str(tmp_path / "twice")]) == EXIT_USAGE
+    assert train(["refit", str(cvs[0]), "--out", str(tmp_path / "r"), "--fold", "7"]) == EXIT_USAGE
+    assert train(["refit", str(out), "--out", str(tmp_path / "r2")]) == EXIT_USAGE
+    assert train(["refit", str(cvs[0]), "--out", str(cvs[0])]) == EXIT_USAGE

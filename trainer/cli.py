@@ -7,6 +7,7 @@
     moodmic-train calibrate CV_DIR               temperature from the CV's validation actors (logits models)
     moodmic-train ensemble CV_DIR --out RUN      the CV's fold models averaged in one model (a run to convert)
     moodmic-train members CV_DIR CV_DIR ... --out DIR   a CV of ensembles: cv runs differing in --init-seed, per fold
+    moodmic-train refit CV_DIR --out DIR [--fold K]   each fold retrained on all its non-test actors, as final trains
     moodmic-train final CV_DIR --out RUN         the CV's recipe trained on every actor (epochs and rates from the CV)
 
 Settings options default to the dataclass defaults (trainer.run.RunSettings and the settings it
@@ -113,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", required=True, help="where the per-fold ensembles and their cv_summary go")
     p.add_argument("--eval-hop", metavar="SECONDS", type=float,
                    help="hop between windows when scoring whole files (default: the members' own)")
+    p = sub.add_parser("refit", help="each fold of a cross-validation retrained on every actor outside its test side")
+    p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv folder (one model per fold)")
+    p.add_argument("--out", metavar="DIR", required=True, help="where the refitted folds and their cv_summary go (resumable)")
+    p.add_argument("--fold", metavar="K", type=int, help="refit fold K only (one process per core)")
     p = sub.add_parser("final", help="a finished cross-validation's recipe trained on every actor (a run to convert)")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv or members folder, every fold finished")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (resumable)")
@@ -157,6 +162,11 @@ def run(argv: list[str] | None = None) -> None:
         from .members import members_cv
 
         members_cv(args.cv_dirs, args.out, argv=argv, eval_hop_s=args.eval_hop)
+        return
+    if args.command == "refit":
+        from .refit import refit_cv
+
+        refit_cv(args.cv_dir, args.out, fold=args.fold, argv=argv)
         return
     if args.command == "final":
         from .final import final_run

@@ -86,7 +86,7 @@ def _train_member(fold_dirs: list[Path], out: Path, argv: list[str] | None) -> d
     epochs = int(round(float(np.median([r["training"]["best_epoch"] for r in runs]))))
     histories = [_history(d) for d in fold_dirs]
     base = RunSettings.from_dict(runs[0]["settings"])
-    settings = replace(base, out=str(out), split=replace(base.split, kind="all"),
+    settings = replace(base, out=str(out), split=replace(base.split, kind="all", refit=False),
                        fit=replace(base.fit, epochs=epochs, lr_schedule=median_schedule(histories, epochs)))
     resume = (out / SETTINGS_FILE).is_file()
     print(f"== {out}: every actor, {epochs} epochs (the median best epoch of {fold_dirs[0].parent})", file=sys.stderr)

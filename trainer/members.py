@@ -32,7 +32,7 @@ from .corpus import load_corpus
 from .crossval import finished_folds, fold_dir, fold_number, summarize
 from .ensemble import combine_runs
 from .evaluate import HEADLINE
-from .run import KERAS_MODEL, RUN_FILE, _command, _evaluate, _write_json, read_run, read_servable_run
+from .run import KERAS_MODEL, RUN_FILE, _command, _evaluate, _write_json, eval_hop_frames, read_run, read_servable_run
 from .settings import RunSettings
 from .splits import make_split
 
@@ -69,7 +69,10 @@ def members_cv(cv_dirs: list[str | Path], out: str | Path, argv: list[str] | Non
 def _recipe(run: dict) -> RunSettings:
     """A member's settings without what members may differ in."""
     s = RunSettings.from_dict(run["settings"])
-    return replace(s, out="", fit=replace(s.fit, init_seed=None))
+    fit = replace(s.fit, init_seed=None)
+    if s.split.refit:  # each refit's epochs and rates are what its own validation run chose
+        fit = replace(fit, epochs=0, lr_schedule=())
+    return replace(s, out="", fit=fit)
 
 
 def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | None, eval_hop_s: float | None) -> None:
@@ -87,10 +90,7 @@ def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | Non
         raise UsageError(f"fold {k}: members share an init seed ({seeds}); train each with its own --init-seed")
     params = FeatureParams.from_dict(first["features"])
     hop_s = first["eval_hop_s"] if eval_hop_s is None else eval_hop_s
-    try:  # before any work: an odd hop is the user's to fix
-        hop = params.hop_frames(hop_s)
-    except ValueError as exc:
-        raise UsageError(f"--eval-hop {hop_s}: {exc}") from None
+    hop = eval_hop_frames(params, hop_s)  # before any work
     model = combine_runs(run_dirs, runs, [member_name(i) for i in range(len(runs))])
 
     settings = RunSettings.from_dict(first["settings"])

@@ -64,7 +64,7 @@ from .corpus import Clip, Corpus, load_corpus, write_manifest
 from .evaluate import HEADLINE, evaluate, score, write_predictions
 from .speaker import speaker_spectra
 from .settings import SETTINGS_FILE, RunSettings
-from .splits import Split, make_split
+from .splits import PARTS, Split, make_split
 
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
@@ -110,6 +110,14 @@ def rebuild_model(run_dir: str | Path, batch_size: int | None = 1):
     return clone
 
 
+def eval_hop_frames(params: FeatureParams, hop_s: float) -> int:
+    """The scoring hop in frames; a hop that is not a whole number of frames is the user's to fix."""
+    try:
+        return params.hop_frames(hop_s)
+    except ValueError as exc:
+        raise UsageError(f"--eval-hop {hop_s}: {exc}") from None
+
+
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -133,7 +141,8 @@ def _start(run_dir: Path, settings: RunSettings, resume: bool, params: FeaturePa
 
 
 def _check_sides(corpus: Corpus, split: Split) -> None:
-    for part in ("train",) if split.settings.kind == "all" else ("train", "val", "test"):
+    parts = ("train",) if split.settings.kind == "all" else ("train", "test") if split.settings.refit else PARTS
+    for part in parts:
         if not split.clips(corpus, part):
             raise UsageError(f"the {part} split is empty; the corpus has too few speakers or clips for this split")
     missing = sorted(set(corpus.labels) - {c.label for c in split.clips(corpus, "train")})
@@ -160,6 +169,7 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
     corpus = load_corpus(settings.data)
     split = make_split(corpus, settings.split, settings.seed)
     _check_sides(corpus, split)
+    hop = eval_hop_frames(params, settings.eval_hop_s)
     _start(run_dir, settings, resume, params, argv)
     _write_used_manifest(run_dir, corpus, split, resume)
     sides = {part: split.clips(corpus, part) for part in ("train", "val", "test")}
@@ -167,7 +177,6 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
           f"{settings.split.fold}: " + "; ".join(f"{p} {len(c)} clips" for p, c in sides.items()), file=sys.stderr)
 
     frontend = Frontend(params)
-    hop = params.hop_frames(settings.eval_hop_s)
     cache = FeatureCache(settings.cache or default_cache_dir(), frontend)
     spectra = None
     if settings.model.speaker_mean:  # every actor's own long-term spectrum; each actor is on one side only
@@ -262,6 +271,7 @@ def _evaluate(run_dir: Path, infer, corpus: Corpus, split: Split, sides: dict[st
         return metrics
     write_predictions(run_dir / "predictions.csv", scored, labels)
     (run_dir / "classification_report.txt").write_text(classification_text(scored, labels), encoding="utf-8")
-    plot_confusion(metrics["test"]["all"]["confusion"], labels, run_dir / "confusion_matrix.png", "test")
-    plot_confusion(metrics["val"]["all"]["confusion"], labels, run_dir / "confusion_matrix_val.png", "validation")
+    for part, name in (("test", "confusion_matrix.png"), ("val", "confusion_matrix_val.png")):
+        if metrics[part]:  # a refit has no validation side
+            plot_confusion(metrics[part]["all"]["confusion"], labels, run_dir / name, "validation" if part == "val" else part)
     return metrics

@@ -4,6 +4,9 @@
   folds stay balanced by sex; fold K is the test side; validation speakers come from the rest,
   again alternating sexes. The same seed gives the same folds for every K, so the folds of one
   cross-validation can run in separate sessions.
+- `actor` with `refit`: the same sides, but the validation speakers train too (no validation side).
+  A fold's refit (trainer.refit): its recipe on every speaker outside the test side, for the epoch
+  count the fold's validation speakers chose, as the final model is trained on every actor.
 - `all`: every clip trains; no validation or test side. The final model of a recipe whose epoch
   count a cross-validation chose: nothing stops early and nothing is scored (see the CV for that).
 - `stratified`: the seed project's clip-level split (stratified by label), kept for comparison
@@ -36,6 +39,7 @@ class SplitSettings:
     val_actors: int = 2  # actor split: validation speakers from the training side
     val_fraction: float = 0.1  # stratified split: share of all clips used for validation
     test_actors: tuple[str, ...] = ()  # actor split: these test speakers instead of fold K
+    refit: bool = False  # actor split: the validation speakers train too (trainer.refit)
 
     def check(self) -> None:
         if self.kind not in KINDS:
@@ -46,6 +50,8 @@ class SplitSettings:
             raise UsageError(f"--fold {self.fold} is outside 0..{self.folds - 1}")
         if self.val_actors < 1 or not 0 < self.val_fraction < 0.5:
             raise UsageError("need at least one validation speaker and 0 < val_fraction < 0.5")
+        if self.refit and self.kind != "actor":
+            raise UsageError(f"a refit moves an actor split's validation speakers to training; split {self.kind!r} has none")
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class Split:
     settings: SplitSettings
     seed: int
     part_of: dict[str, str]  # clip name -> "train" | "val" | "test"
+    refit_actors: tuple[str, ...] = ()  # refit: the validation speakers, now training
 
     def clips(self, corpus: Corpus, part: str) -> list[Clip]:
         return [c for c in corpus.usable if self.part_of.get(c.name) == part]
@@ -68,6 +75,8 @@ class Split:
                 "sex": dict(sorted(Counter(sexes.values()).items())),
                 "clips": len(clips),
             }
+        if self.settings.refit:  # the validation speakers that chose the epoch count, then trained
+            out["refit_actors"] = list(self.refit_actors)
         return out
 
 
@@ -129,10 +138,11 @@ def _actor_split(corpus: Corpus, s: SplitSettings, seed: int) -> Split:
     if s.val_actors >= len(rest):
         raise UsageError(f"{s.val_actors} validation speakers leave none to train on ({len(rest)} outside the test side)")
     val = set(alternate_sexes(rest, np.random.default_rng([seed, s.fold]))[: s.val_actors])
+    held = "train" if s.refit else "val"
     part_of = {}
     for c in corpus.usable:
-        part_of[c.name] = "test" if c.speaker in test else "val" if c.speaker in val else "train"
-    return Split(s, seed, part_of)
+        part_of[c.name] = "test" if c.speaker in test else held if c.speaker in val else "train"
+    return Split(s, seed, part_of, tuple(sorted(val)) if s.refit else ())
 
 
 def _stratified_split(corpus: Corpus, s: SplitSettings, seed: int) -> Split:
