@@ -4,8 +4,9 @@ shipped model is, then scored on its fold's test actors through the LiteRT inter
 
     python recipes/converted_cv.py CV_DIR OUT [--mode dynamic]
 
-CV_DIR: a `moodmic-train cv` or `members` folder (its finished fold-K/ runs). OUT gets fold-K/ bundles and
-evaluations, converted_cv.json and converted_cv.md. Resumable: finished folds are kept.
+CV_DIR: a `moodmic-train cv`, `refit` or `members` folder (its finished fold-K/ runs). OUT gets fold-K/
+bundles and evaluations, converted_cv.json and converted_cv.md. Resumable: finished folds are kept. Each
+fold's parity gate runs on its validation actors, or on its training actors where a refit has none.
 """
 
 from __future__ import annotations
@@ -44,18 +45,22 @@ def fold_result(run_dir: Path, out: Path, mode: str) -> dict:
         return json.loads(done.read_text(encoding="utf-8"))
     out.mkdir(parents=True, exist_ok=True)
     bundle = out / "bundle"
-    if not (bundle / "model.json").is_file() and convert([str(run_dir), "--out", str(bundle), "--mode", mode]) != 0:
-        raise SystemExit(f"{run_dir}: conversion failed its parity gate (on the fold's validation actors)")
+    run = read_run(run_dir)
+    side = "val" if run["split"]["val"]["clips"] else "train"  # a refit has no validation actors left
+    who = {"val": "validation", "train": "training"}[side]
+    if not (bundle / "model.json").is_file() and convert(
+            [str(run_dir), "--out", str(bundle), "--mode", mode, "--parity-side", side]) != 0:
+        raise SystemExit(f"{run_dir}: conversion failed its parity gate (on the fold's {who} actors)")
     parity = json.loads((bundle / "model.json").read_text(encoding="utf-8"))["conversion"]["parity"]
     metrics = evaluate_target(bundle, _test_manifest(run_dir, out), out / "evaluation")
-    float_test = read_run(run_dir)["metrics"]["test"]
+    float_test = run["metrics"]["test"]
     result = {
         "fold": run_dir.name,
         "test_actors": float_test["all"]["actors"],
         "float": {g: float_test[g]["unweighted_accuracy"] for g in GROUPS},
         "converted": {g: metrics["eval"][g]["unweighted_accuracy"] for g in GROUPS},
         "size_bytes": (bundle / "model.tflite").stat().st_size,
-        "validation_parity": {k: parity[k] for k in ("agreement", "clip_agreement", "max_prob_diff")},
+        f"{who}_parity": {k: parity[k] for k in ("agreement", "clip_agreement", "max_prob_diff")},
     }
     done.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result
@@ -79,9 +84,10 @@ def main() -> None:
         f, c = (np.array([r[k][g] for r in results]) for k in ("float", "converted"))
         summary[g] = {"float": float(f.mean()), "converted": float(c.mean()), "largest_drop": float((f - c).max())}
     lines.append("| mean | | " + " | ".join(f"{summary[g]['float']:.3f} -> {summary[g]['converted']:.3f}" for g in GROUPS) + " |")
-    agreement = [r["validation_parity"]["agreement"] for r in results]
+    gates = [(k.removesuffix("_parity"), v["agreement"]) for r in results for k, v in r.items() if k.endswith("_parity")]
+    sides, agreement = sorted({side for side, _ in gates}), [a for _, a in gates]
     lines += ["", "Largest drop of one fold: " + ", ".join(f"{g} {summary[g]['largest_drop']:+.3f}" for g in GROUPS),
-              f"Parity gate (validation actors' windows): argmax agreement {min(agreement):.3f}-{max(agreement):.3f}"]
+              f"Parity gate ({' and '.join(sides)} actors' windows): argmax agreement {min(agreement):.3f}-{max(agreement):.3f}"]
     (args.out / "converted_cv.json").write_text(json.dumps({"folds": results, "summary": summary}, indent=1) + "\n")
     (args.out / "converted_cv.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -6,18 +6,23 @@
 #    times, with init seeds 0-4 (same folds, same augmented copies, other weights and crops). Spoken
 #    training windows are warped in frequency by 1 +- 0.1 (--freq-warp, VTLP-style), sung ones not
 #    (--no-freq-warp-song; MODEL_CARD.md says why).
-# 2. Per fold, the five fold models averaged (moodmic-train members): the recipe's CV figure, every
-#    fold scored as whole files through edge.predict.predict_audio, with a window every 0.2 s
-#    (--eval-hop: the bundle's evaluation hop, so `moodmic predict` scores files the same way).
+# 2. Per fold, the five fold models averaged (moodmic-train members), every fold scored as whole
+#    files through edge.predict.predict_audio, with a window every 0.2 s (--eval-hop: the bundle's
+#    evaluation hop, so `moodmic predict` scores files the same way): the validation actors' figures,
+#    on which variants are chosen.
 # 3. One temperature fitted on the validation actors' windows of every fold (calibration.json).
-# 4. The final model: each member trained on every actor for its folds' median best epoch, at their
+# 4. The recipe's CV figure: each fold model retrained as the final model is trained, on every actor
+#    outside the fold's test side (its validation actors too) for the best epoch and learning rates
+#    its validation chose (moodmic-train refit), the five averaged per fold and scored the same way.
+# 5. The final model: each member trained on every actor for its folds' median best epoch, at their
 #    median learning rate per epoch; the five averaged in one graph, converted dynamic-range with the
 #    parity gate on the training side, logits + temperature in the bundle.
-# 5. Float vs converted on the same folds: each fold's ensemble converted the same way and scored on
-#    its test actors by the LiteRT interpreter (recipes/converted_cv.py).
+# 6. Float vs converted on the same folds: each fold's refitted ensemble converted the same way and
+#    scored on its test actors by the LiteRT interpreter (recipes/converted_cv.py).
 # Every step is resumable: run it again after an interruption (finished folds and members are kept).
 # Two cores: run step 1's seeds as separate commands, one per core (OMP_NUM_THREADS=1), then this; the
-# same for step 4 with `moodmic-train final OUT/members --out OUT/final --member I`.
+# same for step 4 (`moodmic-train refit OUT/cv-S --out OUT/refit-S [--fold K]`) and step 5
+# (`moodmic-train final OUT/members --out OUT/final --member I`).
 set -eu
 OUT=${1:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
@@ -28,7 +33,12 @@ done
 [ -f "$OUT/members/cv_summary.json" ] || moodmic-train members "$OUT/cv-0" "$OUT/cv-1" "$OUT/cv-2" "$OUT/cv-3" "$OUT/cv-4" \
     --out "$OUT/members" --eval-hop 0.2
 [ -f "$OUT/members/calibration.json" ] || moodmic-train calibrate "$OUT/members"
+for s in 0 1 2 3 4; do
+    nice -n 5 moodmic-train refit "$OUT/cv-$s" --out "$OUT/refit-$s"
+done
+[ -f "$OUT/refit-members/cv_summary.json" ] || moodmic-train members "$OUT/refit-0" "$OUT/refit-1" "$OUT/refit-2" \
+    "$OUT/refit-3" "$OUT/refit-4" --out "$OUT/refit-members" --eval-hop 0.2
 nice -n 5 moodmic-train final "$OUT/members" --out "$OUT/final"
 moodmic-convert "$OUT/final" --out "$OUT/bundle" --mode dynamic --parity-side train \
     --calibration "$OUT/members/calibration.json" --name moodmic-cnnx5warpspeech-dynamic
-python recipes/converted_cv.py "$OUT/members" "$OUT/converted"
+python recipes/converted_cv.py "$OUT/refit-members" "$OUT/converted"

@@ -479,6 +479,23 @@ def test_refit_retrains_each_fold_on_its_validation_actors_too_for_the_epochs_th
     assert run["metrics"]["val"] == {} and run["split"] == read_run(refits[0] / "fold-0")["split"]
     assert json.loads((out / "cv_summary.json").read_text())["folds_done"] == [0, 1, 2]
 
+    # the final model trained from the early-stopped CV carries the refit's figure: the CV of what it is
+    cv_members = tmp_path / "cv-members"
+    assert train(["members", *map(str, cvs), "--out", str(cv_members), "--eval-hop", "0.2"]) == 0
+    swapped = tmp_path / "swapped"  # the same refits, members in the other order: not the same ensembles
+    assert train(["members", *map(str, refits[::-1]), "--out", str(swapped), "--eval-hop", "0.2"]) == 0
+    assert train(["final", str(cv_members), "--out", str(tmp_path / "no"), "--refit", str(swapped)]) == EXIT_USAGE
+    assert train(["final", str(cv_members), "--out", str(tmp_path / "no"), "--refit", str(refits[0])]) == EXIT_USAGE
+    assert not (tmp_path / "no").exists()
+    final = tmp_path / "final"
+    assert train(["final", str(cv_members), "--out", str(final), "--refit", str(out)]) == 0
+    run = read_run(final)
+    assert run["cv"] == json.loads((out / "cv_summary.json").read_text())
+    assert run["metrics"]["cv"]["all"]["unweighted_accuracy"] == run["cv"]["summary"]["all"]["unweighted_accuracy"]["mean"]
+    assert (final / "cv_summary.md").read_text() == (out / "cv_summary.md").read_text()
+    assert [m["epochs"] for m in run["members"]] == [  # trained as from the early-stopped CV, which chose the epochs
+        int(round(float(np.median([read_run(cv / f"fold-{k}")["training"]["best_epoch"] for k in range(3)])))) for cv in cvs]
+
     # refused, each with its reason: a refit of a refit, an unfinished fold, an ensemble folder, itself
     assert train(["refit", str(refits[0]), "--out", str(tmp_path / "twice")]) == EXIT_USAGE
     assert train(["refit", str(cvs[0]), "--out", str(tmp_path / "r"), "--fold", "7"]) == EXIT_USAGE

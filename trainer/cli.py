@@ -8,7 +8,8 @@
     moodmic-train ensemble CV_DIR --out RUN      the CV's fold models averaged in one model (a run to convert)
     moodmic-train members CV_DIR CV_DIR ... --out DIR   a CV of ensembles: cv runs differing in --init-seed, per fold
     moodmic-train refit CV_DIR --out DIR [--fold K]   each fold retrained on all its non-test actors, as final trains
-    moodmic-train final CV_DIR --out RUN         the CV's recipe trained on every actor (epochs and rates from the CV)
+    moodmic-train final CV_DIR --out RUN [--refit DIR]   the CV's recipe trained on every actor (epochs and
+                                                 rates from the CV), carrying DIR's figure if given
 
 Settings options default to the dataclass defaults (trainer.run.RunSettings and the settings it
 holds); a resumed run keeps its saved settings, and an option given with --resume must agree.
@@ -122,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv or members folder, every fold finished")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (resumable)")
     p.add_argument("--member", metavar="I", type=int, help="train member I only (one process per core), combine later")
+    p.add_argument("--refit", metavar="DIR", help="a refit of CV_DIR (refit, then members): the figure the run carries")
     p = sub.add_parser("ensemble", help="the fold models of a cross-validation averaged in one model (a run directory)")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv --out folder")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (moodmic-convert reads it)")
@@ -171,7 +173,7 @@ def run(argv: list[str] | None = None) -> None:
     if args.command == "final":
         from .final import final_run
 
-        final_run(args.cv_dir, args.out, argv=argv, member=args.member)
+        final_run(args.cv_dir, args.out, argv=argv, member=args.member, refit=args.refit)
         return
     if args.command == "ensemble":
         from .ensemble import ensemble_run

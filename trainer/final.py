@@ -12,14 +12,15 @@ RUN is a run directory the converter reads (convert it with `--parity-side train
 held-out side). Its figure is CV_DIR's cross-validation, which it carries: run.json adds
     members   [{name, run, init_seed, epochs}] in output-averaging order (several members only)
     cv        CV_DIR's cv_summary.json
-and metrics.cv the CV means per group; its eval_hop_s is the one CV_DIR was scored at. Resumable:
+and metrics.cv the CV means per group; its eval_hop_s is the one CV_DIR was scored at. With `--refit
+DIR` (a `refit` of CV_DIR, its members combined) the figure carried is DIR's: the cross-validation of
+this very recipe, each fold trained on every non-test actor for fixed epochs as RUN is. Resumable:
 finished member runs are kept, unfinished ones continue from their last epoch. `--member I` trains
 member I alone, so that each core can train one (a plain `final` afterwards keeps them and combines).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import sys
@@ -36,13 +37,14 @@ from edge.errors import UsageError
 from .crossval import SUMMARY, finished_folds, summarize
 from .ensemble import _cv_metrics, combine_runs, copy_cv_reports
 from .members import member_name
-from .run import KERAS_MODEL, RUN_FILE, _command, _write_json, read_run, read_servable_run, train_run
+from .run import KERAS_MODEL, RUN_FILE, _command, _write_json, read_history, read_run, read_servable_run, train_run
 from .settings import SETTINGS_FILE, RunSettings
 
 
 def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None,
-              member: int | None = None) -> dict[str, Any] | None:
-    """The final run; with `member`, only that member's run (one process per core), no combining."""
+              member: int | None = None, refit: str | Path | None = None) -> dict[str, Any] | None:
+    """The final run; with `member`, only that member's run (one process per core), no combining;
+    with `refit`, the run carries that refit of CV_DIR's figure instead of CV_DIR's."""
     cv_dir, out = Path(cv_dir), Path(out)
     folds = finished_folds(cv_dir)
     runs = [read_servable_run(d) for d in folds]
@@ -55,16 +57,22 @@ def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None
     if member is not None and not 0 <= member < len(member_folds):
         raise UsageError(f"--member {member}: {cv_dir} has members 0-{len(member_folds) - 1}")
     summary = json.loads((cv_dir / SUMMARY).read_text(encoding="utf-8")) if (cv_dir / SUMMARY).is_file() else summarize(cv_dir)
+    figure_runs = runs  # the folds whose test actors give the figure the final run carries
+    if refit is not None:
+        from .refit import refit_figure
+
+        figure_runs, summary = refit_figure(cv_dir, runs, Path(refit))
     if len(member_folds) == 1:
         run = _train_member(member_folds[0], out, argv)
-        run |= {"cv": summary, "metrics": {**run["metrics"], "cv": _cv_metrics(runs, summary)}}
+        run |= {"cv": summary, "metrics": {**run["metrics"], "cv": _cv_metrics(figure_runs, summary)}}
         _write_json(out / RUN_FILE, run)
         return run
     if member is not None:
         _train_member(member_folds[member], out / f"member-{member}", argv)
         return None
     members = [_train_member(dirs, out / f"member-{i}", argv) for i, dirs in enumerate(member_folds)]
-    return _combine(members, [out / f"member-{i}" for i in range(len(members))], cv_dir, runs, summary, out, argv)
+    reports = [cv_dir] + ([Path(refit)] if refit is not None else [])  # a refit's summary over CV_DIR's; its calibration
+    return _combine(members, [out / f"member-{i}" for i in range(len(members))], reports, figure_runs, summary, out, argv)
 
 
 def median_schedule(histories: list[list[dict]], epochs: int) -> tuple[float, ...]:
@@ -73,18 +81,13 @@ def median_schedule(histories: list[list[dict]], epochs: int) -> tuple[float, ..
     return tuple(float(v) for v in np.median(np.array(rates), axis=0))
 
 
-def _history(run_dir: Path) -> list[dict]:
-    with open(run_dir / "history.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def _train_member(fold_dirs: list[Path], out: Path, argv: list[str] | None) -> dict[str, Any]:
     if (out / RUN_FILE).is_file():
         print(f"{out}: finished, kept", file=sys.stderr)
         return read_run(out)
     runs = [read_run(d) for d in fold_dirs]
     epochs = int(round(float(np.median([r["training"]["best_epoch"] for r in runs]))))
-    histories = [_history(d) for d in fold_dirs]
+    histories = [read_history(d) for d in fold_dirs]
     base = RunSettings.from_dict(runs[0]["settings"])
     settings = replace(base, out=str(out), split=replace(base.split, kind="all", refit=False),
                        fit=replace(base.fit, epochs=epochs, lr_schedule=median_schedule(histories, epochs)))
@@ -93,7 +96,7 @@ def _train_member(fold_dirs: list[Path], out: Path, argv: list[str] | None) -> d
     return train_run(settings, resume=resume, argv=argv)
 
 
-def _combine(members: list[dict], member_dirs: list[Path], cv_dir: Path, cv_runs: list[dict], summary: dict,
+def _combine(members: list[dict], member_dirs: list[Path], report_dirs: list[Path], cv_runs: list[dict], summary: dict,
              out: Path, argv: list[str] | None) -> dict[str, Any]:
     if (out / RUN_FILE).is_file():
         print(f"{out}: finished, kept", file=sys.stderr)
@@ -122,7 +125,8 @@ def _combine(members: list[dict], member_dirs: list[Path], cv_dir: Path, cv_runs
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "moodmic_version": __version__,
     }
-    copy_cv_reports(cv_dir, out)
+    for d in report_dirs:
+        copy_cv_reports(d, out)
     _write_json(out / RUN_FILE, run)
     print(f"{out}: {len(members)} members trained on every actor ({run['parameters']:,} parameters)", file=sys.stderr)
     return run

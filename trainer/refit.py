@@ -11,12 +11,14 @@ has no validation figures: variants are chosen on CV_DIR's, and a refit's temper
 CV_DIR too (`calibrate` reads validation actors).
 
 DIR holds fold runs and the same cv_summary as `cv`, so `members` averages refits of several init
-seeds like cv folders, and `final` reads it. Resumable, fold by fold; `--fold K` refits fold K only,
-so that each core can take some.
+seeds like cv folders. `final CV_DIR --refit DIR` then carries DIR's figure: the refit is the
+cross-validation of what `final` trains. Resumable, fold by fold; `--fold K` refits fold K only, so
+that each core can take some.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -25,8 +27,7 @@ from typing import Any
 from edge.errors import UsageError
 
 from .crossval import finished_folds, fold_dir, fold_number, summarize
-from .final import _history
-from .run import RUN_FILE, read_run, train_run
+from .run import RUN_FILE, read_history, read_run, read_servable_run, train_run
 from .settings import SETTINGS_FILE, RunSettings
 
 
@@ -54,7 +55,7 @@ def refit_settings(fold_run: Path, out: Path) -> RunSettings:
         raise UsageError(f"{fold_run}: refit retrains a fold of `moodmic-train cv` with an actor split; "
                          "refit each member's cv folder, then combine the refits with `members`")
     epochs = int(run["training"]["best_epoch"])
-    rates = tuple(float(row["lr"]) for row in _history(fold_run)[:epochs])
+    rates = tuple(float(row["lr"]) for row in read_history(fold_run)[:epochs])
     return replace(base, out=str(out), split=replace(base.split, refit=True),
                    fit=replace(base.fit, epochs=epochs, lr_schedule=rates))
 
@@ -67,3 +68,34 @@ def _refit_fold(fold_run: Path, out: Path, argv: list[str] | None) -> dict[str, 
     print(f"== {out}: fold {settings.split.fold} on every actor outside its test side, {settings.fit.epochs} epochs "
           f"(the best epoch of {fold_run})", file=sys.stderr)
     return train_run(settings, resume=(out / SETTINGS_FILE).is_file(), argv=argv)
+
+
+def _recipe(run: dict) -> dict:
+    """A fold run's settings without where it is, how it is scored, and what a refit changes."""
+    s = RunSettings.from_dict(run["settings"])
+    return replace(s, out="", eval_hop_s=0.0, split=replace(s.split, refit=False),
+                   fit=replace(s.fit, epochs=0, lr_schedule=())).to_dict()
+
+
+def _init_seeds(run: dict) -> list:
+    return [m["init_seed"] for m in run["members"]] if "members" in run else [run["settings"]["fit"]["init_seed"]]
+
+
+def refit_figure(cv_dir: Path, cv_runs: list[dict], refit_dir: Path) -> tuple[list[dict], dict]:
+    """The fold runs and cv_summary of `refit_dir`, once it is shown to be a refit of every fold of `cv_dir`
+    (its `members` of `refit`s, or its `refit`): same test and validation actors, init seeds and recipe."""
+    refits = {fold_number(d): read_servable_run(d) for d in finished_folds(refit_dir)}
+    for cv_run in cv_runs:
+        k = cv_run["split"]["fold"]
+        r = refits.get(k)
+        if r is None:
+            raise UsageError(f"{refit_dir}: fold {k} is not finished; finish the refit (moodmic-train refit, then members)")
+        same = (r["split"].get("refit_actors") == cv_run["split"]["val"]["actors"]
+                and r["split"]["test"] == cv_run["split"]["test"]
+                and _init_seeds(r) == _init_seeds(cv_run) and _recipe(r) == _recipe(cv_run))
+        if not same:
+            raise UsageError(f"{refit_dir}/fold-{k} is not a refit of {cv_dir}/fold-{k} (its actors, init seeds or "
+                             f"recipe differ); refit {cv_dir}'s members and combine them with members")
+    runs = [refits[r["split"]["fold"]] for r in cv_runs]
+    path = refit_dir / "cv_summary.json"
+    return runs, json.loads(path.read_text(encoding="utf-8")) if path.is_file() else summarize(refit_dir)

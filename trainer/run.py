@@ -45,6 +45,7 @@ run.json (format_version 1):
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import shlex
@@ -116,6 +117,12 @@ def eval_hop_frames(params: FeatureParams, hop_s: float) -> int:
         return params.hop_frames(hop_s)
     except ValueError as exc:
         raise UsageError(f"--eval-hop {hop_s}: {exc}") from None
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """history.csv: one row per epoch (strings, as written)."""
+    with open(run_dir / "history.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def _write_json(path: Path, data: Any) -> None:
