@@ -15,8 +15,8 @@
 #    outside the fold's test side (its validation actors too) for the best epoch and learning rates
 #    its validation chose (moodmic-train refit), the five averaged per fold and scored the same way.
 # 5. The final model: each member trained on every actor for its folds' median best epoch, at their
-#    median learning rate per epoch; the five averaged in one graph, converted dynamic-range with the
-#    parity gate on the training side, logits + temperature in the bundle.
+#    median learning rate per epoch; the five averaged in one graph, carrying step 4's figure,
+#    converted dynamic-range with the parity gate on the training side, logits + temperature in the bundle.
 # 6. Float vs converted on the same folds: each fold's refitted ensemble converted the same way and
 #    scored on its test actors by the LiteRT interpreter (recipes/converted_cv.py).
 # Every step is resumable: run it again after an interruption (finished folds and members are kept).
@@ -38,7 +38,7 @@ for s in 0 1 2 3 4; do
 done
 [ -f "$OUT/refit-members/cv_summary.json" ] || moodmic-train members "$OUT/refit-0" "$OUT/refit-1" "$OUT/refit-2" \
     "$OUT/refit-3" "$OUT/refit-4" --out "$OUT/refit-members" --eval-hop 0.2
-nice -n 5 moodmic-train final "$OUT/members" --out "$OUT/final"
+nice -n 5 moodmic-train final "$OUT/members" --out "$OUT/final" --refit "$OUT/refit-members"
 moodmic-convert "$OUT/final" --out "$OUT/bundle" --mode dynamic --parity-side train \
     --calibration "$OUT/members/calibration.json" --name moodmic-cnnx5warpspeech-dynamic
 python recipes/converted_cv.py "$OUT/refit-members" "$OUT/converted"

@@ -79,9 +79,10 @@ def test_model_card_quotes_the_cross_validation_the_bundle_and_the_variant_summa
     for group in ("all", "speech", "song"):
         ua = cv[group]["unweighted_accuracy"]
         assert f"{ua['mean']:.3f} +- {ua['std']:.3f}" in card, group
-    variants = sorted((REPO / "recipes" / "results" / "variants").glob("*/cv_summary.json"))
+    results = REPO / "recipes" / "results"
+    variants = sorted(results.glob("variants/*/cv_summary.json"))
     assert variants
-    for path in variants:
+    for path in [results / "members" / "cv_summary.json", *variants]:  # the early-stopped folds, and every variant
         summary = json.loads(path.read_text(encoding="utf-8"))
         ua = summary["summary"]["all"]["unweighted_accuracy"]
         assert f"{ua['mean']:.3f} +- {ua['std']:.3f}" in card, path.parent.name

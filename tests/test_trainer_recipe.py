@@ -471,6 +471,9 @@ def test_refit_retrains_each_fold_on_its_validation_actors_too_for_the_epochs_th
         assert (refits[0] / f"fold-{k}" / "confusion_matrix.png").is_file()
     summary = json.loads((refits[0] / "cv_summary.json").read_text())
     assert summary["folds_done"] == [0, 1, 2] and summary["validation"] == {}
+    assert [f["refit_actors"] for f in summary["per_fold"].values()] == [
+        read_run(cvs[0] / f"fold-{k}")["split"]["val"]["actors"] for k in range(3)]
+    assert "Refitted folds" in (refits[0] / "cv_summary.md").read_text()
 
     # refits of several init seeds combine like cv folders, at the bundle's hop
     out = tmp_path / "members"

@@ -74,6 +74,7 @@ def summarize(root: Path) -> dict[str, Any]:
     folds = {
         str(r["split"]["fold"]): {
             "test_actors": r["split"]["test"]["actors"],
+            **({"refit_actors": r["split"]["refit_actors"]} if "refit_actors" in r["split"] else {}),  # trainer.refit
             **{group: {k: m[k] for k in HEADLINE} for group, m in r["metrics"]["test"].items()},
         }
         for r in runs
@@ -99,13 +100,17 @@ def summarize(root: Path) -> dict[str, Any]:
     from .report import plot_confusion
 
     plot_confusion(summary["confusion"], tuple(labels), root / "cv_confusion.png", f"{len(runs)} folds summed")
+    refit = any("refit_actors" in f for f in folds.values())
     lines = [f"# Cross-validation ({summary['split']} split): folds {summary['folds_done']} of {summary['folds']}", "",
+             *(["Refitted folds: each trained on its validation actors too, for the epochs they chose "
+                "(moodmic-train refit); there are no validation figures.", ""] if refit else []),
              "| clips | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
     for g in groups:
         s = summary["summary"][g]
         lines.append(f"| {g} | " + " | ".join(f"{s[k]['mean']:.3f} +- {s[k]['std']:.3f}" for k in HEADLINE) + " |")
-    lines += ["", "Validation actors (choose variants on these, never on the test actors):", "",
-              "| clips | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
+    if summary["validation"]:
+        lines += ["", "Validation actors (choose variants on these, never on the test actors):", "",
+                  "| clips | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
     for g, s in summary["validation"].items():
         lines.append(f"| {g} | " + " | ".join(f"{s[k]['mean']:.3f} +- {s[k]['std']:.3f}" for k in HEADLINE) + " |")
     lines += ["", "Per-class recall (test, mean +- sd over folds): " + ", ".join(

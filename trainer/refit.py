@@ -70,15 +70,17 @@ def _refit_fold(fold_run: Path, out: Path, argv: list[str] | None) -> dict[str, 
     return train_run(settings, resume=(out / SETTINGS_FILE).is_file(), argv=argv)
 
 
-def _recipe(run: dict) -> dict:
+def _comparable(run: dict) -> dict:
     """A fold run's settings without where it is, how it is scored, and what a refit changes."""
     s = RunSettings.from_dict(run["settings"])
     return replace(s, out="", eval_hop_s=0.0, split=replace(s.split, refit=False),
                    fit=replace(s.fit, epochs=0, lr_schedule=())).to_dict()
 
 
-def _init_seeds(run: dict) -> list:
-    return [m["init_seed"] for m in run["members"]] if "members" in run else [run["settings"]["fit"]["init_seed"]]
+def _init_seeds(run: dict) -> list[int]:
+    if "members" in run:
+        return [m["init_seed"] for m in run["members"]]
+    return [RunSettings.from_dict(run["settings"]).fit.member_seed(run["seed"])]
 
 
 def refit_figure(cv_dir: Path, cv_runs: list[dict], refit_dir: Path) -> tuple[list[dict], dict]:
@@ -92,7 +94,7 @@ def refit_figure(cv_dir: Path, cv_runs: list[dict], refit_dir: Path) -> tuple[li
             raise UsageError(f"{refit_dir}: fold {k} is not finished; finish the refit (moodmic-train refit, then members)")
         same = (r["split"].get("refit_actors") == cv_run["split"]["val"]["actors"]
                 and r["split"]["test"] == cv_run["split"]["test"]
-                and _init_seeds(r) == _init_seeds(cv_run) and _recipe(r) == _recipe(cv_run))
+                and _init_seeds(r) == _init_seeds(cv_run) and _comparable(r) == _comparable(cv_run))
         if not same:
             raise UsageError(f"{refit_dir}/fold-{k} is not a refit of {cv_dir}/fold-{k} (its actors, init seeds or "
                              f"recipe differ); refit {cv_dir}'s members and combine them with members")
