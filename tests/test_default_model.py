@@ -41,6 +41,8 @@ def test_shipped_bundle_records_the_cross_validation_behind_it():
     assert cv["folds_done"] == list(range(cv["folds"])) == sorted(int(k) for k in cv["per_fold"])
     tested = [a for fold in cv["per_fold"].values() for a in fold["test_actors"]]
     assert sorted(tested) == split["train"]["actors"]  # every actor is a test actor of exactly one fold
+    for fold in cv["per_fold"].values():  # a refit: each fold trained on its validation actors too, never its test ones
+        assert fold["refit_actors"] and not set(fold["refit_actors"]) & set(fold["test_actors"])
     best = cv["epochs"]["best"]  # per fold, per member: each member trained for its folds' median best epoch
     assert [m["epochs"] for m in members] == [int(round(float(np.median([f[i] for f in best])))) for i in range(len(members))]
     assert bundle.output_kind == "logits" and bundle.temperature == conversion["calibration"]["temperature"]
