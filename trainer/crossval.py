@@ -59,6 +59,12 @@ def cv_run(settings: RunSettings, explicit: set[str], argv: list[str] | None = N
     return summarize(root)
 
 
+def read_summary(root: Path) -> dict[str, Any]:
+    """The cross-validation's cv_summary.json, or, where it was never written, the summary of its finished folds."""
+    path = root / SUMMARY
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else summarize(root)
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     v = np.array(values)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()), "max": float(v.max())}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import shutil
 import sys
 from dataclasses import replace
@@ -31,7 +30,7 @@ from edge import __version__
 from edge.errors import UsageError
 from edge.features import FeatureParams
 
-from .crossval import SUMMARY, finished_folds, summarize
+from .crossval import finished_folds, read_summary
 from .run import FORMAT_VERSION, INPUT_LAYOUT, KERAS_MODEL, RUN_FILE, _command, _write_json, read_servable_run
 
 
@@ -116,7 +115,7 @@ def ensemble_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = N
     (out / "manifest.csv").write_text(text.getvalue(), encoding="utf-8")
     split = first["split"]
     actors = sorted({a for r in runs for p in ("train", "val", "test") for a in r["split"][p]["actors"]})
-    summary = json.loads((cv_dir / SUMMARY).read_text(encoding="utf-8")) if (cv_dir / SUMMARY).is_file() else summarize(cv_dir)
+    summary = read_summary(cv_dir)
     command = _command(argv)
     (out / "command.txt").write_text(command + "\n", encoding="utf-8")
     run = {

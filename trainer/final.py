@@ -21,7 +21,6 @@ member I alone, so that each core can train one (a plain `final` afterwards keep
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from dataclasses import replace
@@ -34,7 +33,7 @@ import numpy as np
 from edge import __version__
 from edge.errors import UsageError
 
-from .crossval import SUMMARY, finished_folds, summarize
+from .crossval import finished_folds, read_summary
 from .ensemble import _cv_metrics, combine_runs, copy_cv_reports
 from .members import member_name
 from .run import KERAS_MODEL, RUN_FILE, _command, _write_json, read_history, read_run, read_servable_run, train_run
@@ -56,9 +55,9 @@ def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None
         member_folds = [folds]
     if member is not None and not 0 <= member < len(member_folds):
         raise UsageError(f"--member {member}: {cv_dir} has members 0-{len(member_folds) - 1}")
-    summary = json.loads((cv_dir / SUMMARY).read_text(encoding="utf-8")) if (cv_dir / SUMMARY).is_file() else summarize(cv_dir)
-    figure_runs = runs  # the folds whose test actors give the figure the final run carries
-    if refit is not None:
+    if refit is None:  # figure_runs: the folds whose test actors give the figure the final run carries
+        figure_runs, summary = runs, read_summary(cv_dir)
+    else:
         from .refit import refit_figure
 
         figure_runs, summary = refit_figure(cv_dir, runs, Path(refit))

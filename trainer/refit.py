@@ -18,7 +18,6 @@ that each core can take some.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 from edge.errors import UsageError
 
-from .crossval import finished_folds, fold_dir, fold_number, summarize
+from .crossval import finished_folds, fold_dir, fold_number, read_summary, summarize
 from .run import RUN_FILE, read_history, read_run, read_servable_run, train_run
 from .settings import SETTINGS_FILE, RunSettings
 
@@ -98,6 +97,4 @@ def refit_figure(cv_dir: Path, cv_runs: list[dict], refit_dir: Path) -> tuple[li
         if not same:
             raise UsageError(f"{refit_dir}/fold-{k} is not a refit of {cv_dir}/fold-{k} (its actors, init seeds or "
                              f"recipe differ); refit {cv_dir}'s members and combine them with members")
-    runs = [refits[r["split"]["fold"]] for r in cv_runs]
-    path = refit_dir / "cv_summary.json"
-    return runs, json.loads(path.read_text(encoding="utf-8")) if path.is_file() else summarize(refit_dir)
+    return [refits[r["split"]["fold"]] for r in cv_runs], read_summary(refit_dir)
