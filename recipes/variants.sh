@@ -23,11 +23,14 @@
 #                    window every second, as every other variant is (run default_model.sh's step 1 first)
 #   eval-hop         five-models and freq-warp-five scored with a window every 0.2 s instead of 1 s,
 #                    as the default recipe is (run those two first)
+#   wide             one model per fold, `cnn_wide` (1.5x the channels, ~0.43 M parameters) with the
+#                    default recipe's settings (band mean, warp on speech only), init seed 0: against
+#                    the default recipe's own one-model runs (default_model.sh's cv-0 .. cv-4)
 #   test-time        test-time options on the default recipe's CV (recipes/test_time.py): windows
 #                    warped and averaged, a per-class logit bias fitted on validation actors; and
 #                    the three five-model recipes averaged (fifteen models per fold)
 set -eu
-VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop or test-time"
+VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide or test-time"
 VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
@@ -80,6 +83,9 @@ case "$VARIANT" in
         [ -f "$OUT/variants/$v-hop0.2/cv_summary.json" ] ||
             moodmic-train members $runs --out "$OUT/variants/$v-hop0.2" --eval-hop 0.2
     done ;;
+  wide)
+    nice -n 5 moodmic-train cv $RECIPE --arch cnn_wide --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
+        --out "$OUT/variants/wide-0" ;;
   test-time)
     python recipes/test_time.py "$OUT/members" --out "$OUT/variants/test-time"
     python recipes/test_time.py "$OUT/members" "$OUT/variants/five-models" "$OUT/variants/freq-warp-five" \

@@ -191,6 +191,17 @@ def test_stats_pooling_sees_how_much_a_feature_moves_and_converts_to_builtin_ops
     assert np.abs(TFLiteModel(tflite).run(x) - z).max() < 0.05 * np.abs(z).max()
 
 
+def test_wide_cnn_has_one_and_a_half_times_the_channels_of_every_layer():
+    import tf_keras as keras
+
+    def conv_filters(arch):
+        return [layer.filters for layer in build_model(arch, 8, P, settings=ModelSettings()).layers
+                if isinstance(layer, keras.layers.Conv1D)]
+
+    narrow, wide = conv_filters("cnn"), conv_filters("cnn_wide")
+    assert len(narrow) == len(wide) == 4 and wide == [int(f * 1.5) for f in narrow]
+
+
 def test_legacy_runs_keep_their_graph():
     """Runs written before model settings existed rebuild as they were trained: no band mean, softmax."""
     legacy = RunSettings.from_dict({"arch": "seed"})

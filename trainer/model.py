@@ -11,6 +11,8 @@ converter's batch-1 clone).
   SeqSelfAttention (keras-self-attention, sigmoid), GlobalAveragePooling, Dense 256 / 128 / n.
 - `cnn`: a small BatchNorm CNN (~0.2 M parameters), the kind that did better than the seed on
   unseen actors (DESIGN.md).
+- `cnn_wide`: `cnn` with 1.5x the channels in every layer (~0.46 M parameters, about twice the
+  size and compute): whether one model gains from width what five averaged gain (MODEL_CARD.md).
 - `cnn_stats`: `cnn` with statistics pooling (each channel's mean and standard deviation over time)
   instead of global average pooling.
 - `cnn2d`: 2-D convolutions over (time, mel) (~95 k parameters, ~45 M multiply-adds per window):
@@ -113,8 +115,12 @@ def _seed(x, n_labels: int, activation: str | None = "softmax"):
     return L.Dense(n_labels, activation=activation)(x)
 
 
-def _cnn(x, n_labels: int, activation: str | None = "softmax", stats: bool = False):
-    for filters, kernel in ((96, 5), (128, 3), (128, 3), (160, 3)):
+CNN_LAYERS = ((96, 5), (128, 3), (128, 3), (160, 3))  # (filters, kernel) of `cnn`'s blocks
+
+
+def _cnn(x, n_labels: int, activation: str | None = "softmax", stats: bool = False, width: float = 1.0):
+    for filters, kernel in CNN_LAYERS:
+        filters = int(filters * width)
         x = L.Conv1D(filters, kernel, padding="same", use_bias=False)(x)
         x = L.BatchNormalization()(x)
         x = L.ReLU()(x)
@@ -162,7 +168,14 @@ def _cnn_stats(x, n_labels: int, activation: str | None = "softmax"):
     return _cnn(x, n_labels, activation, stats=True)
 
 
-ARCHS: dict[str, Callable] = {"seed": _seed, "cnn": _cnn, "cnn_stats": _cnn_stats, "cnn2d": _cnn2d, "tiny": _tiny, "tiny_lstm": _tiny_lstm}
+def _cnn_wide(x, n_labels: int, activation: str | None = "softmax"):
+    return _cnn(x, n_labels, activation, width=1.5)
+
+
+ARCHS: dict[str, Callable] = {
+    "seed": _seed, "cnn": _cnn, "cnn_stats": _cnn_stats, "cnn_wide": _cnn_wide, "cnn2d": _cnn2d, "tiny": _tiny,
+    "tiny_lstm": _tiny_lstm,
+}
 
 
 def build_model(arch: str, n_labels: int, params: FeatureParams, batch_size: int | None = None,
