@@ -26,11 +26,15 @@
 #   wide             one model per fold, `cnn_wide` (1.5x the channels, ~0.43 M parameters) with the
 #                    default recipe's settings (band mean, warp on speech only), init seed 0: against
 #                    the default recipe's own one-model runs (default_model.sh's cv-0 .. cv-4)
+#   embedding-probe  the default recipe's fold ensembles fused with a logistic regression on a small
+#                    pretrained speech embedding (openWakeWord 0.4.0's copy of Google's speech_embedding)
+#                    and on pooled log-mel (recipes/embedding_probe.py; needs onnxruntime; run
+#                    default_model.sh first)
 #   test-time        test-time options on the default recipe's CV (recipes/test_time.py): windows
 #                    warped and averaged, a per-class logit bias fitted on validation actors; and
 #                    the three five-model recipes averaged (fifteen models per fold)
 set -eu
-VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide or test-time"
+VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, embedding-probe or test-time"
 VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
@@ -86,6 +90,14 @@ case "$VARIANT" in
   wide)
     nice -n 5 moodmic-train cv $RECIPE --arch cnn_wide --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
         --out "$OUT/variants/wide-0" ;;
+  embedding-probe)
+    models="$OUT/openwakeword-0.4.0/openwakeword/resources/models"
+    if [ ! -d "$models" ]; then
+        pip download --no-deps openwakeword==0.4.0 -d "$OUT/openwakeword-0.4.0"
+        unzip -o -q "$OUT"/openwakeword-0.4.0/openwakeword-0.4.0-py3-none-any.whl 'openwakeword/resources/models/*' \
+            -d "$OUT/openwakeword-0.4.0"
+    fi
+    python recipes/embedding_probe.py "$OUT/members" --models "$models" --out "$OUT/variants/embedding-probe" ;;
   test-time)
     python recipes/test_time.py "$OUT/members" --out "$OUT/variants/test-time"
     python recipes/test_time.py "$OUT/members" "$OUT/variants/five-models" "$OUT/variants/freq-warp-five" \

