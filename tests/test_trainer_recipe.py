@@ -425,8 +425,8 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     noise = np.random.default_rng(0).normal
     np.savez(probe / "features.npz", names=np.array(names), embedding=noise(size=(len(names), 192)),
              log_mel=noise(size=(len(names), 256)))
-    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "embedding_probe.py"), str(out), "--out", str(probe)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "embedding_probe.py"), str(out), "--out", str(probe),
+                           "--refit", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((probe / "embedding_probe.json").read_text())
     folds = [read_run(out / f"fold-{k}")["metrics"] for k in range(3)]
@@ -435,6 +435,7 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
             assert row[part]["all"]["mean"] == pytest.approx(np.mean([f[part]["all"]["unweighted_accuracy"] for f in folds]))
     fused = [r for r in result["rows"] if r["w"] < 1]
     assert result["chosen_on_validation_all"]["val"]["all"]["mean"] == max(r["val"]["all"]["mean"] for r in fused)
+    assert result["refit"]["ensemble"]["all"]["mean"] == pytest.approx(np.mean([f["test"]["all"]["unweighted_accuracy"] for f in folds]))
 
     # the same member twice, or members of different recipes, are refused with the reason
     assert train(["members", str(cvs[0]), str(cvs[0]), "--out", str(tmp_path / "twice")]) == EXIT_USAGE

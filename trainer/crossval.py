@@ -65,7 +65,8 @@ def read_summary(root: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else summarize(root)
 
 
-def _stats(values: list[float]) -> dict[str, float]:
+def fold_stats(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (n - 1), min and max of one figure over folds."""
     v = np.array(values)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()), "max": float(v.max())}
 
@@ -92,11 +93,11 @@ def summarize(root: Path) -> dict[str, Any]:
         "split": runs[0]["split"]["kind"],
         "labels": labels,
         "per_fold": folds,
-        "summary": {g: {k: _stats([r["metrics"]["test"][g][k] for r in runs]) for k in HEADLINE} for g in groups},
-        "per_class_recall": {label: _stats([r["metrics"]["test"]["all"]["per_class_recall"][label] for r in runs])
+        "summary": {g: {k: fold_stats([r["metrics"]["test"][g][k] for r in runs]) for k in HEADLINE} for g in groups},
+        "per_class_recall": {label: fold_stats([r["metrics"]["test"]["all"]["per_class_recall"][label] for r in runs])
                              for label in labels if all(label in r["metrics"]["test"]["all"]["per_class_recall"] for r in runs)},
         # the validation actors of each fold: what variants are chosen on (never the test actors)
-        "validation": {g: {k: _stats([r["metrics"]["val"][g][k] for r in runs]) for k in HEADLINE}
+        "validation": {g: {k: fold_stats([r["metrics"]["val"][g][k] for r in runs]) for k in HEADLINE}
                        for g in groups if all(g in r["metrics"]["val"] for r in runs)},
         "epochs": {"best": [r["training"]["best_epoch"] for r in runs], "run": [r["training"]["epochs_run"] for r in runs]},
         "confusion": np.sum([r["metrics"]["test"]["all"]["confusion"] for r in runs], axis=0).tolist(),

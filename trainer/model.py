@@ -11,7 +11,7 @@ converter's batch-1 clone).
   SeqSelfAttention (keras-self-attention, sigmoid), GlobalAveragePooling, Dense 256 / 128 / n.
 - `cnn`: a small BatchNorm CNN (~0.2 M parameters), the kind that did better than the seed on
   unseen actors (DESIGN.md).
-- `cnn_wide`: `cnn` with 1.5x the channels in every layer (~0.46 M parameters, about twice the
+- `cnn_wide`: `cnn` with 1.5x the channels in every layer (~0.43 M parameters, about twice the
   size and compute): whether one model gains from width what five averaged gain (MODEL_CARD.md).
 - `cnn_stats`: `cnn` with statistics pooling (each channel's mean and standard deviation over time)
   instead of global average pooling.
