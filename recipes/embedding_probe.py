@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import load_audio
-from edge.features import FeatureParams, Frontend
+from edge.features import FeatureParams, Frontend, file_windows
 from trainer.corpus import Corpus, load_corpus
 from trainer.crossval import finished_folds, fold_number, fold_stats
 
@@ -66,25 +66,40 @@ def pooled(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x.mean(0), x.std(0)])
 
 
-def clip_features(corpus: Corpus, params: FeatureParams, models: Path | None, cache: Path) -> dict[str, dict[str, np.ndarray]]:
-    """{clip name: {"embedding": 192 values, "log-mel": 256}} for every usable clip of the corpus."""
+def clip_features(corpus: Corpus, params: FeatureParams, models: Path | None, cache: Path,
+                  hop_s: float | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """{clip name: {"embedding": (n, 192), "log-mel": (n, 256)}} for every usable clip of the corpus:
+    one row pooled over the whole clip, or with `hop_s` one row per device window (2.6 s every hop_s,
+    edge.features.file_windows), each embedded from that window's audio alone."""
     if cache.is_file():
         z = np.load(cache)
-        return {name: {"embedding": e, "log-mel": m} for name, e, m in zip(z["names"], z["embedding"], z["log_mel"])}
+        out: dict[str, dict[str, list]] = {}
+        for name, e, m in zip(z["names"], z["embedding"], z["log_mel"]):
+            out.setdefault(name, {"embedding": [], "log-mel": []})
+            out[name]["embedding"].append(e)
+            out[name]["log-mel"].append(m)
+        return {name: {k: np.array(v) for k, v in f.items()} for name, f in out.items()}
     if models is None:
         raise SystemExit(f"no {cache}: pass --models (openWakeWord 0.4.0's resources/models folder) to compute it")
     frontend, embed = Frontend(params), embedder(models)
     names, emb, mel = [], [], []
     for i, clip in enumerate(corpus.usable):
         audio = load_audio(clip.path, params.sample_rate)
-        names.append(clip.name)
-        emb.append(pooled(embed(audio)))
-        mel.append(pooled(frontend.frames(audio)[0]))
+        if hop_s is None:
+            parts = [(audio, frontend.frames(audio)[0])]
+        else:
+            windows = file_windows(frontend, audio, params.hop_frames(hop_s))
+            padded = np.concatenate([audio, np.zeros(max(0, params.window_samples - len(audio)), np.float32)])
+            parts = [(padded[w.start_frame * params.hop_length :][: params.window_samples], w.features) for w in windows]
+        for samples, log_mel in parts:
+            names.append(clip.name)
+            emb.append(pooled(embed(samples)))
+            mel.append(pooled(log_mel))
         if i % 250 == 0:
             print(f"features {i}/{len(corpus.usable)}", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, names=np.array(names), embedding=np.array(emb), log_mel=np.array(mel))
-    return clip_features(corpus, params, models, cache)
+    return clip_features(corpus, params, models, cache, hop_s)
 
 
 def unweighted_accuracy(y: np.ndarray, p: np.ndarray) -> float:
@@ -101,18 +116,19 @@ def fold_rows(fold: Path, corpus: Corpus, features: dict, inputs: str, c: float)
     run = json.loads((fold / "run.json").read_text())
     labels = run["labels"]
 
-    def x(name):
-        return np.concatenate([features[name][part] for part in INPUTS[inputs]])
+    def x(name):  # (rows, inputs): one row per clip or per window
+        return np.concatenate([features[name][part] for part in INPUTS[inputs]], axis=1)
 
     train = [c for c in corpus.usable if c.speaker in run["split"]["train"]["actors"]]
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
-    probe.fit(np.stack([x(c.name) for c in train]), [labels.index(c.label) for c in train])
+    probe.fit(np.concatenate([x(c.name) for c in train]),
+              np.concatenate([[labels.index(c.label)] * len(features[c.name]["embedding"]) for c in train]))
     rows: dict[str, list[tuple]] = {"val": [], "test": []}
     with open(fold / "predictions.csv", newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
             name = Path(r["path"]).resolve().relative_to(corpus.root).as_posix()
             p_probe = np.zeros(len(labels))
-            p_probe[probe.classes_] = probe.predict_proba(x(name)[None])[0]
+            p_probe[probe.classes_] = probe.predict_proba(x(name)).mean(0)  # windows averaged, as edge.predict does
             p_ens = np.array([float(r[label]) for label in labels])
             rows[r["part"]].append((labels.index(r["label"]), r["vocal_channel"], p_ens, p_probe))
     return rows
@@ -130,12 +146,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("members", type=Path, help="a moodmic-train members folder (every fold finished)")
     ap.add_argument("--models", type=Path, help="openWakeWord 0.4.0's resources/models folder")
     ap.add_argument("--refit", type=Path, help="a members folder of the same folds' refits: the chosen setting's CV figure")
+    ap.add_argument("--windows", type=float, metavar="HOP_S",
+                    help="pool per device window (2.6 s every HOP_S seconds, each embedded alone), not per clip")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     folds = finished_folds(a.members)
     run = json.loads((folds[0] / "run.json").read_text())
     corpus = load_corpus(run["settings"]["data"])
-    features = clip_features(corpus, FeatureParams.from_dict(run["features"]), a.models, a.out / "features.npz")
+    features = clip_features(corpus, FeatureParams.from_dict(run["features"]), a.models, a.out / "features.npz", a.windows)
     table = []
     for inputs in INPUTS:
         for c in CS:
@@ -147,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                 table.append(row)
                 print(inputs, c, w, {s: [round(row[s][g]["mean"], 3) for g in GROUPS] for s in ("val", "test")}, flush=True)
     best = max((r for r in table if r["w"] < 1.0), key=lambda r: r["val"]["all"]["mean"])
-    summary = {"members": str(a.members), "folds": [fold_number(f) for f in folds], "rows": table,
+    summary = {"members": str(a.members), "folds": [fold_number(f) for f in folds], "pooled": (
+               f"per window, a window every {a.windows} s" if a.windows else "per clip"), "rows": table,
                "chosen_on_validation_all": best}
     if a.refit:
         refits = [fold_rows(fold, corpus, features, best["inputs"], best["C"]) for fold in finished_folds(a.refit)]
@@ -157,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "embedding_probe.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     lines = ["# Speech-embedding probe (recipes/embedding_probe.py)", "",
-             f"Fold ensembles: `{a.members}`; UA means over folds {summary['folds']}. w = 0: the ensemble alone; "
+             f"Fold ensembles: `{a.members}`; features pooled {summary['pooled']}; UA means over folds "
+             f"{summary['folds']}. w = 0: the ensemble alone; "
              "w = 1: the probe alone. Choose on validation; test is reported only.", "",
              "| inputs | C | w | validation UA all / speech / song | test UA all / speech / song |", "|---|---|---|---|---|"]
     for r in table:

@@ -28,8 +28,8 @@
 #                    the default recipe's own one-model runs (default_model.sh's cv-0 .. cv-4)
 #   embedding-probe  the default recipe's fold ensembles fused with a logistic regression on a small
 #                    pretrained speech embedding (openWakeWord 0.4.0's copy of Google's speech_embedding)
-#                    and on pooled log-mel (recipes/embedding_probe.py; needs onnxruntime; run
-#                    default_model.sh first)
+#                    and on pooled log-mel, pooled per clip and per device window (recipes/embedding_probe.py;
+#                    needs onnxruntime; run default_model.sh first)
 #   test-time        test-time options on the default recipe's CV (recipes/test_time.py): windows
 #                    warped and averaged, a per-class logit bias fitted on validation actors; and
 #                    the three five-model recipes averaged (fifteen models per fold)
@@ -98,7 +98,9 @@ case "$VARIANT" in
             -d "$OUT/openwakeword-0.4.0"
     fi
     python recipes/embedding_probe.py "$OUT/members" --models "$models" --refit "$OUT/refit-members" \
-        --out "$OUT/variants/embedding-probe" ;;
+        --out "$OUT/variants/embedding-probe"
+    python recipes/embedding_probe.py "$OUT/members" --models "$models" --refit "$OUT/refit-members" \
+        --windows 0.2 --out "$OUT/variants/embedding-probe-windows" ;;
   test-time)
     python recipes/test_time.py "$OUT/members" --out "$OUT/variants/test-time"
     python recipes/test_time.py "$OUT/members" "$OUT/variants/five-models" "$OUT/variants/freq-warp-five" \

@@ -89,6 +89,7 @@ def test_model_card_quotes_the_cross_validation_the_bundle_and_the_variant_summa
         ua = summary["summary"]["all"]["unweighted_accuracy"]
         assert f"{ua['mean']:.3f} +- {ua['std']:.3f}" in card, path.parent.name
         assert summary["folds_done"] == list(range(5)), path.parent.name
-    probe = json.loads((results / "variants" / "embedding-probe" / "embedding_probe.json").read_text(encoding="utf-8"))
-    for ua in (probe["chosen_on_validation_all"]["test"]["all"], probe["refit"]["fused"]["all"]):
-        assert f"{ua['mean']:.3f} +- {ua['std']:.3f}" in card, "embedding-probe"
+    for probe_dir in sorted(results.glob("variants/embedding-probe*")):
+        probe = json.loads((probe_dir / "embedding_probe.json").read_text(encoding="utf-8"))
+        for ua in (probe["chosen_on_validation_all"]["test"]["all"], probe["refit"]["fused"]["all"]):
+            assert f"{ua['mean']:.3f} +- {ua['std']:.3f}" in card, probe_dir.name

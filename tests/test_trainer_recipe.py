@@ -436,6 +436,18 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     fused = [r for r in result["rows"] if r["w"] < 1]
     assert result["chosen_on_validation_all"]["val"]["all"]["mean"] == max(r["val"]["all"]["mean"] for r in fused)
     assert result["refit"]["ensemble"]["all"]["mean"] == pytest.approx(np.mean([f["test"]["all"]["unweighted_accuracy"] for f in folds]))
+    # per window: several rows per clip, the probe's window probabilities averaged per clip
+    windows = tmp_path / "probe-windows"
+    windows.mkdir()
+    rows = np.repeat(names, 3)
+    np.savez(windows / "features.npz", names=rows, embedding=noise(size=(len(rows), 192)), log_mel=noise(size=(len(rows), 256)))
+    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "embedding_probe.py"), str(out), "--out", str(windows),
+                           "--windows", "0.2"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    per_window = json.loads((windows / "embedding_probe.json").read_text())
+    assert per_window["pooled"] == "per window, a window every 0.2 s"
+    assert [r["val"]["all"]["mean"] for r in per_window["rows"] if r["w"] == 0] == \
+        [r["val"]["all"]["mean"] for r in result["rows"] if r["w"] == 0]
 
     # the same member twice, or members of different recipes, are refused with the reason
     assert train(["members", str(cvs[0]), str(cvs[0]), "--out", str(tmp_path / "twice")]) == EXIT_USAGE
