@@ -100,7 +100,7 @@ case "$VARIANT" in
     python recipes/embedding_probe.py "$OUT/members" --models "$models" --refit "$OUT/refit-members" \
         --out "$OUT/variants/embedding-probe"
     python recipes/embedding_probe.py "$OUT/members" --models "$models" --refit "$OUT/refit-members" \
-        --windows 0.2 --out "$OUT/variants/embedding-probe-windows" ;;
+        --windows 0.2 --gain-db -12 --out "$OUT/variants/embedding-probe-windows" ;;
   test-time)
     python recipes/test_time.py "$OUT/members" --out "$OUT/variants/test-time"
     python recipes/test_time.py "$OUT/members" "$OUT/variants/five-models" "$OUT/variants/freq-warp-five" \

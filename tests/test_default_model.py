@@ -93,3 +93,6 @@ def test_model_card_quotes_the_cross_validation_the_bundle_and_the_variant_summa
         probe = json.loads((probe_dir / "embedding_probe.json").read_text(encoding="utf-8"))
         for ua in (probe["chosen_on_validation_all"]["test"]["all"], probe["refit"]["fused"]["all"]):
             assert f"{ua['mean']:.3f} +- {ua['std']:.3f}" in card, probe_dir.name
+        for level in probe.get("gain", {}).values():  # the same setting with the clips at another level
+            for what in ("probe", "fused"):
+                assert f"{level[what]['val']['all']['mean']:.3f}" in card, (probe_dir.name, what)
