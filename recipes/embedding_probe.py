@@ -41,6 +41,7 @@ from edge.audio import load_audio
 from edge.features import FeatureParams, Frontend, file_windows
 from trainer.corpus import Corpus, load_corpus
 from trainer.crossval import finished_folds, fold_number, fold_stats
+from trainer.evaluate import metrics
 
 GROUPS = ("all", "speech", "song")
 INPUTS = {"embedding": ("embedding",), "log-mel": ("log-mel",), "embedding + log-mel": ("embedding", "log-mel")}
@@ -112,11 +113,6 @@ def clip_features(corpus: Corpus, params: FeatureParams, models: Path | None, ca
     return clip_features(corpus, params, models, cache, hop_s, gain_db)
 
 
-def unweighted_accuracy(y: np.ndarray, p: np.ndarray) -> float:
-    present = np.unique(y)
-    return float(np.mean([np.mean(p[y == c] == c) for c in present]))
-
-
 def fold_rows(fold: Path, corpus: Corpus, features: dict, inputs: str, c: float,
               scored: dict | None = None) -> dict[str, list[tuple]]:
     """{side: [(true, channel, ensemble probabilities, probe probabilities)]} of one fold; the probe
@@ -147,10 +143,11 @@ def fold_rows(fold: Path, corpus: Corpus, features: dict, inputs: str, c: float,
 
 
 def fused_ua(rows: list[tuple], w: float, group: str) -> float:
+    """Unweighted accuracy (trainer.evaluate's) of the fused predictions of one group's clips."""
     sel = [r for r in rows if group == "all" or r[1] == group]
-    y = np.array([r[0] for r in sel])
-    p = np.array([np.argmax((1 - w) * np.log(r[2] + 1e-6) + w * np.log(r[3] + 1e-6)) for r in sel])
-    return unweighted_accuracy(y, p)
+    y = [r[0] for r in sel]
+    p = [int(np.argmax((1 - w) * np.log(r[2] + 1e-6) + w * np.log(r[3] + 1e-6))) for r in sel]
+    return metrics(y, p, tuple(range(len(sel[0][2]))))["unweighted_accuracy"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     folds = finished_folds(a.members)
     run = json.loads((folds[0] / "run.json").read_text())
-    corpus = load_corpus(run["settings"]["data"])
-    features = clip_features(corpus, FeatureParams.from_dict(run["features"]), a.models, a.out / "features.npz", a.windows)
+    corpus, params = load_corpus(run["settings"]["data"]), FeatureParams.from_dict(run["features"])
+    features = clip_features(corpus, params, a.models, a.out / "features.npz", a.windows)
     table = []
     for inputs in INPUTS:
         for c in CS:
@@ -189,14 +186,15 @@ def main(argv: list[str] | None = None) -> None:
             label: {g: fold_stats([fused_ua(rows["test"], w, g) for rows in refits]) for g in GROUPS}
             for label, w in (("ensemble", 0.0), ("fused", best["w"]))}}
     if a.gain_db:
-        gained = clip_features(corpus, FeatureParams.from_dict(run["features"]), a.models,
-                               a.out / f"features-gain{a.gain_db:+g}dB.npz", a.windows, a.gain_db)
-        for label, scored in (("0 dB", None), (f"{a.gain_db:+g} dB", gained)):
-            per_fold = [fold_rows(fold, corpus, features, best["inputs"], best["C"], scored) for fold in folds]
-            summary.setdefault("gain", {})[label] = {
+        gained = clip_features(corpus, params, a.models, a.out / f"features-gain{a.gain_db:+g}dB.npz", a.windows, a.gain_db)
+        per_fold = [fold_rows(fold, corpus, features, best["inputs"], best["C"], gained) for fold in folds]
+        alone = next(r for r in table if (r["inputs"], r["C"], r["w"]) == (best["inputs"], best["C"], 1.0))
+        summary["gain"] = {
+            "0 dB": {what: {side: r[side] for side in ("val", "test")} for what, r in (("probe", alone), ("fused", best))},
+            f"{a.gain_db:+g} dB": {
                 what: {side: {g: fold_stats([fused_ua(rows[side], w, g) for rows in per_fold]) for g in GROUPS}
                        for side in ("val", "test")}
-                for what, w in (("probe", 1.0), ("fused", best["w"]))}
+                for what, w in (("probe", 1.0), ("fused", best["w"]))}}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "embedding_probe.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     lines = ["# Speech-embedding probe (recipes/embedding_probe.py)", "",
