@@ -26,6 +26,9 @@
 #   wide             one model per fold, `cnn_wide` (1.5x the channels, ~0.43 M parameters) with the
 #                    default recipe's settings (band mean, warp on speech only), init seed 0: against
 #                    the default recipe's own one-model runs (default_model.sh's cv-0 .. cv-4)
+#   speaker-adversary one model per fold with the default recipe's settings, init seed 0, trained against a
+#                    speaker classifier on its pooled features through a gradient reversal layer
+#                    (trainer.adversary, weight 0.2): against default_model.sh's cv-0 .. cv-4, like wide
 #   embedding-probe  the default recipe's fold ensembles fused with a logistic regression on a small
 #                    pretrained speech embedding (openWakeWord 0.4.0's copy of Google's speech_embedding)
 #                    and on pooled log-mel, pooled per clip and per device window (recipes/embedding_probe.py;
@@ -34,7 +37,7 @@
 #                    warped and averaged, a per-class logit bias fitted on validation actors; and
 #                    the three five-model recipes averaged (fifteen models per fold)
 set -eu
-VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, embedding-probe or test-time"
+VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe or test-time"
 VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
@@ -90,6 +93,9 @@ case "$VARIANT" in
   wide)
     nice -n 5 moodmic-train cv $RECIPE --arch cnn_wide --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
         --out "$OUT/variants/wide-0" ;;
+  speaker-adversary)
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
+        --speaker-adversary 0.2 --out "$OUT/variants/speaker-adversary" ;;
   embedding-probe)
     models="$OUT/openwakeword-0.4.0/openwakeword/resources/models"
     if [ ! -d "$models" ]; then

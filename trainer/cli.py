@@ -70,6 +70,8 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--init-seed", "fit.init_seed", {"type": int, "metavar": "N"},
      "seed of weights, crops and batch augmentation only (ensemble members; default: --seed)"),
     ("--label-smoothing", "fit.label_smoothing", {"type": float, "metavar": "E"}, "label smoothing of the loss's targets"),
+    ("--speaker-adversary", "fit.speaker_adversary", {"type": float, "metavar": "WEIGHT"},
+     "train against a speaker classifier on the pooled features, its gradient reversed times WEIGHT (0: off)"),
     ("--freq-warp", "augment.freq_warp", {"type": float, "metavar": "F"},
      "frequency warp of training windows, scale drawn from 1 +- F (0: off)"),
     ("--freq-warp-song", "augment.freq_warp_song", {"action": argparse.BooleanOptionalAction},

@@ -47,6 +47,7 @@ from keras_self_attention import SeqSelfAttention
 from edge.errors import UsageError
 from edge.features import FeatureParams
 
+from .adversary import SPEAKER, GradientReversal
 from .losses import FocalLoss
 from .settings import LEGACY_MODEL, ModelSettings
 
@@ -88,7 +89,8 @@ class StatsPooling(L.Layer):
 
 
 CUSTOM_OBJECTS = {"SeqSelfAttention": SeqSelfAttention, "FocalLoss": FocalLoss,
-                  "BandMeanSubtraction": BandMeanSubtraction, "BandScaling": BandScaling, "StatsPooling": StatsPooling}
+                  "BandMeanSubtraction": BandMeanSubtraction, "BandScaling": BandScaling, "StatsPooling": StatsPooling,
+                  "GradientReversal": GradientReversal}
 
 
 @contextmanager
@@ -201,12 +203,20 @@ def build_model(arch: str, n_labels: int, params: FeatureParams, batch_size: int
 
 
 def outputs_logits(model: keras.Model) -> bool:
-    return model.layers[-1].name == LOGITS
+    return model.output_names[0] == LOGITS  # the emotion output (a training model may have a speaker one too)
 
 
 def compile_model(model: keras.Model, learning_rate: float, gamma: float, label_smoothing: float = 0.0) -> None:
+    """Adam and the focal loss; a model with the speaker adversary (trainer.adversary) adds cross-entropy
+    on its speaker output, at full weight: the reversal layer scales what reaches the features."""
     loss = FocalLoss(gamma, from_logits=outputs_logits(model), label_smoothing=label_smoothing)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    optimizer = keras.optimizers.Adam(learning_rate)
+    if model.output_names[-1] != SPEAKER:
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+        return
+    emotion = model.output_names[0]
+    model.compile(optimizer=optimizer, metrics={emotion: ["accuracy"]},
+                  loss={emotion: loss, SPEAKER: keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
 
 
 def load_keras_model(path, compile: bool = True) -> keras.Model:

@@ -159,11 +159,12 @@ def _check_sides(corpus: Corpus, split: Split) -> None:
 
 def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | None = None) -> dict[str, Any]:
     """Train, evaluate and write a complete run directory; returns run.json's content."""
-    from . import model as models  # imports TensorFlow
+    from . import adversary, model as models  # imports TensorFlow
 
     if settings.arch not in models.ARCHS:
         raise UsageError(f"--arch {settings.arch!r} is unknown; use one of {', '.join(models.ARCHS)}")
     settings.split.check()
+    _check_adversary(settings)
     run_dir = Path(settings.out)
     if resume and (run_dir / RUN_FILE).is_file():
         print(f"{run_dir}: already finished", file=sys.stderr)
@@ -189,7 +190,7 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
     if settings.model.speaker_mean:  # every actor's own long-term spectrum; each actor is on one side only
         spectra = speaker_spectra([c for part in sides.values() for c in part], cache)
     data, result = _train(run_dir, settings, corpus.labels, sides, frontend, hop, resume, cache, spectra)
-    best = models.load_keras_model(result.best_model, compile=False)
+    best = adversary.emotion_model(models.load_keras_model(result.best_model, compile=False))  # the speaker output dropped
     best.save(run_dir / KERAS_MODEL)
     metrics = _evaluate(run_dir, models.batched_infer(best), corpus, split, sides, frontend, hop, spectra)
 
@@ -233,6 +234,16 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
     return run
 
 
+def _check_adversary(settings: RunSettings) -> None:
+    weight = settings.fit.speaker_adversary
+    if weight < 0:
+        raise UsageError(f"--speaker-adversary {weight}: the weight of the reversed gradient is 0 (off) or more")
+    if weight and settings.augment.mixup:
+        raise UsageError("--speaker-adversary with --mixup: a blend of two clips has no one speaker; drop one of them")
+    if weight and settings.fit.monitor != "val_loss":
+        raise UsageError("--speaker-adversary watches the emotion loss on validation: drop --monitor or use val_loss")
+
+
 def _write_used_manifest(run_dir: Path, corpus: Corpus, split: Split, resume: bool) -> None:
     text = io.StringIO()
     write_manifest(text, corpus, split.part_of)
@@ -245,7 +256,7 @@ def _write_used_manifest(run_dir: Path, corpus: Corpus, split: Split, resume: bo
 def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides: dict[str, list[Clip]],
            frontend: Frontend, hop: int, resume: bool, cache: FeatureCache, spectra: dict | None):
     """Build the training arrays, then fit a new model or continue the saved one."""
-    from . import model as models
+    from . import adversary, model as models
     from .data import build_training_data
     from .train import fit, load_state
 
@@ -259,6 +270,8 @@ def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides:
         models.keras.utils.set_random_seed(seed)
         model = models.build_model(settings.arch, len(labels), frontend.params, settings=settings.model)
         model.get_layer(models.INPUT_NORM).adapt(data.crop_sample(2048, seed))
+        if settings.fit.speaker_adversary:
+            model = adversary.with_speaker_adversary(model, len(data.speakers), settings.fit.speaker_adversary)
         models.compile_model(model, settings.fit.learning_rate, settings.fit.focal_gamma, settings.fit.label_smoothing)
     return data, fit(model, data, settings.fit, run_dir, seed, state)
 

@@ -40,6 +40,8 @@ class FitSettings:
     # The learning rate of each epoch, for a run without a validation side (the final model replays
     # its cross-validation's median schedule: trainer/final.py); () = learning_rate throughout.
     lr_schedule: tuple[float, ...] = ()
+    # Weight of the speaker adversary's reversed gradient on the features (trainer.adversary); 0: none.
+    speaker_adversary: float = 0.0
 
     def member_seed(self, run_seed: int) -> int:
         return run_seed if self.init_seed is None else self.init_seed

@@ -50,8 +50,9 @@ class FitResult:
 class _Crops(keras.utils.Sequence):
     """Batches of the epoch plan; the plan is drawn from (seed, epoch), so resumed epochs match."""
 
-    def __init__(self, data: TrainingData, batch_size: int, seed: int, epoch: int):
+    def __init__(self, data: TrainingData, batch_size: int, seed: int, epoch: int, speakers: bool = False):
         self.data, self.batch_size, self.seed, self.epoch = data, batch_size, seed, epoch
+        self.speakers = speakers  # also the speaker of each window, for the adversary's output
         self._plan_epoch, self._plan = None, None
 
     def __len__(self) -> int:
@@ -63,7 +64,8 @@ class _Crops(keras.utils.Sequence):
         items, starts = self._plan
         batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
         rng = np.random.default_rng([self.seed, self.epoch, i, 11])  # window augmentation of this batch
-        return self.data.training_batch(items[batch], starts[batch], rng)
+        x, y = self.data.training_batch(items[batch], starts[batch], rng)
+        return (x, (y, self.data.speaker_y[items[batch]])) if self.speakers else (x, y)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -97,6 +99,9 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if len(self.model.outputs) > 1:  # the speaker adversary's: Keras prefixes the emotion output's metrics
+            prefix = f"{self.model.output_names[0]}_"  # ("logits_accuracy"); history keeps the usual names
+            logs = {k.replace(prefix, ""): v for k, v in logs.items()}
         row = {k: float(logs[k]) for k in HISTORY_COLUMNS if k in logs}
         row.update(epoch=epoch + 1, lr=float(keras.backend.get_value(self.model.optimizer.learning_rate)),
                    seconds=round(time.monotonic() - self._started, 2))
@@ -175,7 +180,11 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
         reduce_lr = keras.callbacks.ReduceLROnPlateau(factor=s.lr_factor, patience=s.lr_patience, min_lr=s.min_lr, **watch)
         best = keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINTS / "best-{epoch:03d}.keras"), save_best_only=True, **watch)
         tracked = {"early_stopping": early, "reduce_lr": reduce_lr, "best_checkpoint": best}
-        monitor, validation = s.monitor, {"validation_data": (data.val_x, data.val_targets), "validation_batch_size": 256}
+        val = (data.val_x, data.val_targets)
+        if s.speaker_adversary:  # validation actors are no training speaker: their speaker loss weighs 0
+            none = np.zeros(len(data.val_x), np.float32)
+            val = (data.val_x, (data.val_targets, none.astype(np.int64)), (none + 1, none))
+        monitor, validation = s.monitor, {"validation_data": val, "validation_batch_size": 256}
     else:
         tracked, monitor, validation = {}, None, {}
     schedule = []
@@ -192,7 +201,7 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
             model = load_keras_model(saved / "model.keras")
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         model.fit(
-            _Crops(data, s.batch_size, seed, done),
+            _Crops(data, s.batch_size, seed, done, speakers=s.speaker_adversary > 0),
             **validation,
             epochs=s.epochs,
             initial_epoch=done,
