@@ -99,8 +99,8 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if len(self.model.outputs) > 1:  # the speaker adversary's: Keras prefixes the emotion output's metrics
-            prefix = f"{self.model.output_names[0]}_"  # ("logits_accuracy"); history keeps the usual names
+        if len(self.model.outputs) > 1:  # the speaker adversary's: history keeps the emotion output's loss and
+            prefix = f"{self.model.output_names[0]}_"  # accuracy ("logits_loss", ...) under the usual names
             logs = {k.replace(prefix, ""): v for k, v in logs.items()}
         row = {k: float(logs[k]) for k in HISTORY_COLUMNS if k in logs}
         row.update(epoch=epoch + 1, lr=float(keras.backend.get_value(self.model.optimizer.learning_rate)),
