@@ -6,8 +6,8 @@ trained on exactly what the device computes; whole-file scores come from edge.pr
 Modules, in the order data flows through them: corpus (what clips exist), splits (who goes where),
 augment + cache (waveform augmentation, feature cache), speaker (speaker normalisation, an
 experiment), data (training windows, oversampling), model + losses (architectures, focal loss),
-train (fit, resume), evaluate (metrics), report (plots, model card), run (run directory and
-run.json), cli.
+adversary (training against a speaker classifier, an experiment), train (fit, resume), evaluate
+(metrics), report (plots, model card), run (run directory and run.json), cli.
 """
 
 import os
