@@ -48,8 +48,13 @@ def with_speaker_adversary(model: keras.Model, n_speakers: int, weight: float) -
     return keras.Model(model.inputs, [model.outputs[0], speaker], name=model.name)
 
 
+def has_speaker_output(model: keras.Model) -> bool:
+    """Whether `model` is a training model built by with_speaker_adversary (outputs: emotion, speaker)."""
+    return model.output_names[-1] == SPEAKER
+
+
 def emotion_model(model: keras.Model) -> keras.Model:
     """The emotion path of a model trained with the adversary (any other model as it is)."""
-    if len(model.outputs) == 1:
+    if not has_speaker_output(model):
         return model
     return keras.Model(model.inputs, model.outputs[0], name=model.name)

@@ -47,7 +47,7 @@ from keras_self_attention import SeqSelfAttention
 from edge.errors import UsageError
 from edge.features import FeatureParams
 
-from .adversary import SPEAKER, GradientReversal
+from .adversary import SPEAKER, GradientReversal, has_speaker_output
 from .losses import FocalLoss
 from .settings import LEGACY_MODEL, ModelSettings
 
@@ -211,7 +211,7 @@ def compile_model(model: keras.Model, learning_rate: float, gamma: float, label_
     on its speaker output, at full weight: the reversal layer scales what reaches the features."""
     loss = FocalLoss(gamma, from_logits=outputs_logits(model), label_smoothing=label_smoothing)
     optimizer = keras.optimizers.Adam(learning_rate)
-    if model.output_names[-1] != SPEAKER:
+    if not has_speaker_output(model):
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
         return
     emotion = model.output_names[0]

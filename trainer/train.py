@@ -29,6 +29,7 @@ import tensorflow as tf  # noqa: F401  (trainer/__init__.py has set TF_USE_LEGAC
 import tf_keras as keras
 
 from .data import TrainingData
+from .adversary import has_speaker_output
 from .model import load_keras_model
 from .settings import MONITORS, FitSettings
 
@@ -99,7 +100,7 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if len(self.model.outputs) > 1:  # the speaker adversary's: history keeps the emotion output's loss and
+        if has_speaker_output(self.model):  # history keeps the emotion output's loss and
             prefix = f"{self.model.output_names[0]}_"  # accuracy ("logits_loss", ...) under the usual names
             logs = {k.replace(prefix, ""): v for k, v in logs.items()}
         row = {k: float(logs[k]) for k in HISTORY_COLUMNS if k in logs}
@@ -182,8 +183,8 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
         tracked = {"early_stopping": early, "reduce_lr": reduce_lr, "best_checkpoint": best}
         val = (data.val_x, data.val_targets)
         if s.speaker_adversary:  # validation actors are no training speaker: their speaker loss weighs 0
-            none = np.zeros(len(data.val_x), np.float32)
-            val = (data.val_x, (data.val_targets, none.astype(np.int64)), (none + 1, none))
+            n = len(data.val_x)
+            val = (data.val_x, (data.val_targets, np.zeros(n, np.int64)), (np.ones(n, np.float32), np.zeros(n, np.float32)))
         monitor, validation = s.monitor, {"validation_data": val, "validation_batch_size": 256}
     else:
         tracked, monitor, validation = {}, None, {}
