@@ -28,8 +28,8 @@ import numpy as np
 import tensorflow as tf  # noqa: F401  (trainer/__init__.py has set TF_USE_LEGACY_KERAS)
 import tf_keras as keras
 
-from .data import TrainingData
 from .adversary import has_speaker_output
+from .data import TrainingData
 from .model import load_keras_model
 from .settings import MONITORS, FitSettings
 
@@ -100,9 +100,9 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if has_speaker_output(self.model):  # history keeps the emotion output's loss and
-            prefix = f"{self.model.output_names[0]}_"  # accuracy ("logits_loss", ...) under the usual names
-            logs = {k.replace(prefix, ""): v for k, v in logs.items()}
+        if has_speaker_output(self.model):  # history keeps the emotion output's loss and accuracy
+            prefix = f"{self.model.output_names[0]}_"  # ("logits_loss", ...) under the usual names,
+            logs = {**logs, **{k.replace(prefix, ""): v for k, v in logs.items() if prefix in k}}  # over the totals
         row = {k: float(logs[k]) for k in HISTORY_COLUMNS if k in logs}
         row.update(epoch=epoch + 1, lr=float(keras.backend.get_value(self.model.optimizer.learning_rate)),
                    seconds=round(time.monotonic() - self._started, 2))
