@@ -33,11 +33,15 @@
 #                    pretrained speech embedding (openWakeWord 0.4.0's copy of Google's speech_embedding)
 #                    and on pooled log-mel, pooled per clip and per device window (recipes/embedding_probe.py;
 #                    needs onnxruntime; run default_model.sh first)
+#   yamnet-probe     whether YAMNet (AudioSet, 3.7 M parameters) reads emotion well enough to teach a
+#                    student: a logistic regression per fold on its pooled hidden layers, alone
+#                    (recipes/yamnet_probe.py; YAMNET=path/to/yamnet.tflite, a conversion keeping the
+#                    Keras layer names)
 #   test-time        test-time options on the default recipe's CV (recipes/test_time.py): windows
 #                    warped and averaged, a per-class logit bias fitted on validation actors; and
 #                    the three five-model recipes averaged (fifteen models per fold)
 set -eu
-VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe or test-time"
+VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe or test-time"
 VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
@@ -107,6 +111,9 @@ case "$VARIANT" in
         --out "$OUT/variants/embedding-probe"
     python recipes/embedding_probe.py "$OUT/members" --models "$models" --refit "$OUT/refit-members" \
         --windows 0.2 --gain-db -12 --out "$OUT/variants/embedding-probe-windows" ;;
+  yamnet-probe)
+    python recipes/yamnet_probe.py "${YAMNET:?set YAMNET to a YAMNet .tflite}" --data "$DATA" \
+        --out "$OUT/variants/yamnet-probe" ;;
   test-time)
     python recipes/test_time.py "$OUT/members" --out "$OUT/variants/test-time"
     python recipes/test_time.py "$OUT/members" "$OUT/variants/five-models" "$OUT/variants/freq-warp-five" \

@@ -1,0 +1,147 @@
+"""Is YAMNet a teacher worth distilling from? (MODEL_CARD.md, "Variants tried")
+
+    python recipes/yamnet_probe.py YAMNET_TFLITE --out OUT [--data ../shared/data/ravdess]
+
+YAMNet (Plakal & Ellis, tensorflow/models research/audioset/yamnet, Apache 2.0): a MobileNet v1 of
+3.7 M parameters trained on AudioSet's 521 sound classes, from 0.96 s patches of its own 64-band
+log-mel. YAMNET_TFLITE is a TFLite conversion of its published weights whose graph keeps the Keras
+layer names (`yamnet_frames/layerN/...`, `global_average_pooling2d`), so that its hidden layers can be
+read; it needs no TensorFlow, only the LiteRT interpreter the edge install already has.
+
+Per clip: a patch every 0.48 s (YAMNet's own hop), each patch's activations of a few layers averaged
+over time and frequency, then the clip's mean and standard deviation over its patches. Per fold of
+recipes/folds.json: a logistic regression (standardised inputs, L2 strength C) fitted on the fold's 14
+training actors, scored on its 2 validation and 4 test actors as whole clips. Nothing is fused and
+nothing ships: a teacher for the shipped model's students would have to read emotion better, on
+actors it never heard, than the recipe's fold ensembles already do. Writes OUT/yamnet_probe.json and
+OUT/yamnet_probe.md; the pooled activations are cached in OUT/features.npz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge.audio import load_audio
+from trainer.corpus import LABELS, load_corpus
+from trainer.crossval import fold_stats
+from trainer.evaluate import metrics
+
+RATE, PATCH, STEP = 16000, 15600, 7680  # YAMNet's input: 0.975 s of 16 kHz audio, a patch every 0.48 s
+LAYERS = ("layer6", "layer10", "layer12", "embedding", "scores")  # shallow to deep; "embedding": the 1024 pooled values
+CS = (0.01, 0.1)
+GROUPS = ("all", "speech", "song")
+FOLDS = Path(__file__).with_name("folds.json")
+
+
+def yamnet_layers(path: Path):
+    """audio (16 kHz float) -> {layer: (patches, channels)}: the listed activations of every patch."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    # preserve_all_tensors keeps the hidden layers readable after invoke (they are otherwise reused)
+    it = Interpreter(str(path), experimental_preserve_all_tensors=True, num_threads=1)
+    it.allocate_tensors()
+    tensors = {}
+    for t in it.get_tensor_details():
+        first = t["name"].split(";")[0]
+        if t["dtype"] != np.float32:
+            continue
+        if first.endswith("/pointwise_conv/relu/Relu") and first.split("/")[1] in LAYERS:
+            tensors[first.split("/")[1]] = t["index"]
+        elif first.endswith("global_average_pooling2d/Mean"):
+            tensors["embedding"] = t["index"]
+    tensors["scores"] = it.get_output_details()[0]["index"]
+    if set(tensors) != set(LAYERS):
+        raise SystemExit(f"{path}: no tensors named for {sorted(set(LAYERS) - set(tensors))}; "
+                         "pass a YAMNet conversion that keeps the Keras layer names")
+    source = it.get_input_details()[0]["index"]
+
+    def run(audio: np.ndarray) -> dict[str, np.ndarray]:
+        audio = np.pad(audio, (0, max(0, PATCH - len(audio))))
+        out: dict[str, list] = {k: [] for k in LAYERS}
+        for start in range(0, len(audio) - PATCH + 1, STEP):
+            it.set_tensor(source, audio[start : start + PATCH][None].astype(np.float32))
+            it.invoke()
+            for k, i in tensors.items():
+                x = it.get_tensor(i)
+                out[k].append(x.reshape(-1, x.shape[-1]).mean(0))  # a hidden layer: mean over time x frequency
+        return {k: np.array(v) for k, v in out.items()}
+
+    return run
+
+
+def features(corpus, model: Path, cache: Path) -> dict[str, np.ndarray]:
+    """{layer: (clips, 2 x channels)}: each clip's mean and standard deviation over its patches."""
+    if cache.is_file():
+        z = np.load(cache)
+        if list(z["names"]) == [c.name for c in corpus.usable]:
+            return {k: z[k] for k in LAYERS}
+    run, pooled = yamnet_layers(model), {k: [] for k in LAYERS}
+    for n, clip in enumerate(corpus.usable):
+        for k, x in run(load_audio(clip.path, RATE)).items():
+            pooled[k].append(np.concatenate([x.mean(0), x.std(0)]))
+        if n % 250 == 0:
+            print(f"clips {n}/{len(corpus.usable)}", flush=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, names=np.array([c.name for c in corpus.usable]), **{k: np.array(v) for k, v in pooled.items()})
+    return features(corpus, model, cache)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("yamnet", type=Path, help="a YAMNet .tflite that keeps the Keras layer names")
+    ap.add_argument("--data", default="../shared/data/ravdess")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    corpus = load_corpus(a.data)
+    x = features(corpus, a.yamnet, a.out / "features.npz")
+    clips = corpus.usable
+    y = np.array([LABELS.index(c.label) for c in clips])
+    actor = np.array([c.speaker for c in clips])
+    channel = np.array([c.channel for c in clips])
+    folds = json.loads(FOLDS.read_text(encoding="utf-8"))["folds"]
+    rows = []
+    for layer in LAYERS:
+        for c in CS:
+            ua: dict[str, dict[str, list]] = {side: {g: [] for g in GROUPS} for side in ("val", "test")}
+            for fold in folds:
+                fit = np.isin(actor, fold["train"])
+                probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+                probe.fit(x[layer][fit], y[fit])
+                for side in ua:
+                    for g in GROUPS:
+                        sel = np.isin(actor, fold[side]) & ((channel == g) if g != "all" else True)
+                        ua[side][g].append(metrics(list(y[sel]), list(probe.predict(x[layer][sel])),
+                                                   tuple(range(len(LABELS))))["unweighted_accuracy"])
+            rows.append({"layer": layer, "C": c, **{side: {g: fold_stats(v) for g, v in by.items()}
+                                                    for side, by in ua.items()}})
+            print(layer, c, {s: [round(rows[-1][s][g]["mean"], 3) for g in GROUPS] for s in ua}, flush=True)
+    best = max(rows, key=lambda r: r["val"]["all"]["mean"])
+    sha = hashlib.sha256(a.yamnet.read_bytes()).hexdigest()
+    summary = {"model": {"file": a.yamnet.name, "sha256": sha, "bytes": a.yamnet.stat().st_size},
+               "folds": [f["fold"] for f in folds], "rows": rows, "chosen_on_validation_all": best}
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "yamnet_probe.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    lines = ["# YAMNet probe (recipes/yamnet_probe.py)", "",
+             f"`{a.yamnet.name}` ({a.yamnet.stat().st_size} bytes, sha256 {sha}); a logistic regression per "
+             "fold on the 14 training actors' clips; UA mean +- sd over the 5 folds of recipes/folds.json. "
+             "Choose on validation; test is reported only.", "",
+             "| layer | C | validation UA all / speech / song | test UA all / speech / song |", "|---|---|---|---|"]
+    for r in rows:
+        v, t = (" / ".join(f"{r[s][g]['mean']:.3f}" for g in GROUPS) for s in ("val", "test"))
+        lines.append(f"| {r['layer']} | {r['C']} | {v} | {t} |")
+    lines += ["", f"Best on validation UA (all): {best['layer']}, C {best['C']}: test "
+              + " / ".join(f"{best['test'][g]['mean']:.3f} +- {best['test'][g]['std']:.3f}" for g in GROUPS) + "."]
+    (a.out / "yamnet_probe.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
