@@ -86,9 +86,10 @@ def features(corpus, model: Path, cache: Path) -> dict[str, np.ndarray]:
             pooled[k].append(np.concatenate([x.mean(0), x.std(0)]))
         if n % 250 == 0:
             print(f"clips {n}/{len(corpus.usable)}", flush=True)
+    arrays = {k: np.array(v) for k, v in pooled.items()}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, names=np.array([c.name for c in corpus.usable]), **{k: np.array(v) for k, v in pooled.items()})
-    return features(corpus, model, cache)
+    np.savez(cache, names=np.array([c.name for c in corpus.usable]), **arrays)
+    return arrays
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,13 +126,14 @@ def main(argv: list[str] | None = None) -> None:
                                                     for side, by in ua.items()}})
             print(layer, c, {s: [round(rows[-1][s][g]["mean"], 3) for g in GROUPS] for s in ua}, flush=True)
     best = max(rows, key=lambda r: r["val"]["all"]["mean"])
-    sha = hashlib.sha256(a.yamnet.read_bytes()).hexdigest()
-    summary = {"model": {"file": a.yamnet.name, "sha256": sha, "bytes": a.yamnet.stat().st_size},
+    blob = a.yamnet.read_bytes()
+    sha = hashlib.sha256(blob).hexdigest()
+    summary = {"model": {"file": a.yamnet.name, "sha256": sha, "bytes": len(blob)},
                "folds": [f["fold"] for f in folds], "rows": rows, "chosen_on_validation_all": best}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "yamnet_probe.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     lines = ["# YAMNet probe (recipes/yamnet_probe.py)", "",
-             f"`{a.yamnet.name}` ({a.yamnet.stat().st_size} bytes, sha256 {sha}); a logistic regression per "
+             f"`{a.yamnet.name}` ({len(blob)} bytes, sha256 {sha}); a logistic regression per "
              "fold on the 14 training actors' clips; UA mean +- sd over the 5 folds of recipes/folds.json. "
              "Choose on validation; test is reported only.", "",
              "| layer | C | validation UA all / speech / song | test UA all / speech / song |", "|---|---|---|---|"]

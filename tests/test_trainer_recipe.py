@@ -648,8 +648,7 @@ def test_yamnet_probe_scores_each_layer_per_fold_and_names_the_best_on_validatio
 
     from trainer.corpus import LABELS, load_corpus
 
-    data = ravdess
-    clips = load_corpus(data).usable
+    clips = load_corpus(ravdess).usable
     rng = np.random.default_rng(0)
     y = np.array([LABELS.index(c.label) for c in clips])
     layers = {k: rng.normal(size=(len(clips), 8)) for k in ("layer6", "layer10", "layer12", "embedding", "scores")}
@@ -659,7 +658,7 @@ def test_yamnet_probe_scores_each_layer_per_fold_and_names_the_best_on_validatio
     np.savez(out / "features.npz", names=np.array([c.name for c in clips]), **layers)
     model = tmp_path / "yamnet.tflite"
     shutil.copy(TINY_FLOAT / "model.tflite", model)  # only hashed: the cache holds the features
-    run = [sys.executable, str(REPO / "recipes" / "yamnet_probe.py"), str(model), "--data", str(data), "--out", str(out)]
+    run = [sys.executable, str(REPO / "recipes" / "yamnet_probe.py"), str(model), "--data", str(ravdess), "--out", str(out)]
     proc = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "yamnet_probe.json").read_text())
