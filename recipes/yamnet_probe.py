@@ -21,21 +21,17 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
 from edge.audio import load_audio
-from trainer.corpus import LABELS, load_corpus
-from trainer.crossval import fold_stats
-from trainer.evaluate import metrics
+from trainer.corpus import load_corpus
+from clip_probe import probe_rows, write_report  # recipes/, first on sys.path when run as a script
 
 RATE, PATCH, STEP = 16000, 15600, 7680  # YAMNet's input: 0.975 s of 16 kHz audio, a patch every 0.48 s
 LAYERS = ("layer6", "layer10", "layer12", "embedding", "scores")  # shallow to deep; "embedding": the 1024 pooled values
 CS = (0.01, 0.1)
-GROUPS = ("all", "speech", "song")
-FOLDS = Path(__file__).with_name("folds.json")
 
 
 def yamnet_layers(path: Path):
@@ -93,10 +89,6 @@ def features(corpus, model: Path, cache: Path) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("yamnet", type=Path, help="a YAMNet .tflite that keeps the Keras layer names")
     ap.add_argument("--data", default="../shared/data/ravdess")
@@ -104,45 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     corpus = load_corpus(a.data)
     x = features(corpus, a.yamnet, a.out / "features.npz")
-    clips = corpus.usable
-    y = np.array([LABELS.index(c.label) for c in clips])
-    actor = np.array([c.speaker for c in clips])
-    channel = np.array([c.channel for c in clips])
-    folds = json.loads(FOLDS.read_text(encoding="utf-8"))["folds"]
-    rows = []
-    for layer in LAYERS:
-        for c in CS:
-            ua: dict[str, dict[str, list]] = {side: {g: [] for g in GROUPS} for side in ("val", "test")}
-            for fold in folds:
-                fit = np.isin(actor, fold["train"])
-                probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
-                probe.fit(x[layer][fit], y[fit])
-                for side in ua:
-                    for g in GROUPS:
-                        sel = np.isin(actor, fold[side]) & ((channel == g) if g != "all" else True)
-                        ua[side][g].append(metrics(list(y[sel]), list(probe.predict(x[layer][sel])),
-                                                   tuple(range(len(LABELS))))["unweighted_accuracy"])
-            rows.append({"layer": layer, "C": c, **{side: {g: fold_stats(v) for g, v in by.items()}
-                                                    for side, by in ua.items()}})
-            print(layer, c, {s: [round(rows[-1][s][g]["mean"], 3) for g in GROUPS] for s in ua}, flush=True)
-    best = max(rows, key=lambda r: r["val"]["all"]["mean"])
+    folds, rows = probe_rows(x, corpus.usable, CS)
     blob = a.yamnet.read_bytes()
-    sha = hashlib.sha256(blob).hexdigest()
-    summary = {"model": {"file": a.yamnet.name, "sha256": sha, "bytes": len(blob)},
-               "folds": [f["fold"] for f in folds], "rows": rows, "chosen_on_validation_all": best}
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "yamnet_probe.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    lines = ["# YAMNet probe (recipes/yamnet_probe.py)", "",
-             f"`{a.yamnet.name}` ({len(blob)} bytes, sha256 {sha}); a logistic regression per "
-             "fold on the 14 training actors' clips; UA mean +- sd over the 5 folds of recipes/folds.json. "
-             "Choose on validation; test is reported only.", "",
-             "| layer | C | validation UA all / speech / song | test UA all / speech / song |", "|---|---|---|---|"]
-    for r in rows:
-        v, t = (" / ".join(f"{r[s][g]['mean']:.3f}" for g in GROUPS) for s in ("val", "test"))
-        lines.append(f"| {r['layer']} | {r['C']} | {v} | {t} |")
-    lines += ["", f"Best on validation UA (all): {best['layer']}, C {best['C']}: test "
-              + " / ".join(f"{best['test'][g]['mean']:.3f} +- {best['test'][g]['std']:.3f}" for g in GROUPS) + "."]
-    (a.out / "yamnet_probe.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    model = {"file": a.yamnet.name, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    write_report(a.out, "yamnet_probe", "YAMNet probe (recipes/yamnet_probe.py)", model, folds, rows)
 
 
 if __name__ == "__main__":

@@ -674,3 +674,241 @@ def test_yamnet_probe_scores_each_layer_per_fold_and_names_the_best_on_validatio
     # no cache, and a model without YAMNet's layer names: refused, naming what is missing
     proc = subprocess.run(run[:-1] + [str(tmp_path / "fresh")], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "keeps the Keras layer names" in proc.stderr
+
+
+def _teacher_file(path, corpus_root, sides, seed=0):
+    """A teacher file (trainer.teacher) with random probabilities for each listed set of training actors."""
+    from trainer.corpus import LABELS, load_corpus
+    from trainer.teacher import side_key
+
+    clips = load_corpus(corpus_root).usable
+    rng = np.random.default_rng(seed)
+    probs = {}
+    for side in sides:
+        p = rng.dirichlet(np.ones(len(LABELS)), len(clips)).astype(np.float32)
+        p[~np.isin([c.speaker for c in clips], side)] = np.nan
+        probs[side_key(side)] = p
+    np.savez(path, names=np.array([c.name for c in clips]), labels=np.array(LABELS), **probs)
+    return clips, probs
+
+
+def test_a_teacher_blends_its_probabilities_into_each_training_target_and_validation_stays_one_hot(tmp_path):
+    from trainer.corpus import LABELS
+    from trainer.data import build_training_data
+    from trainer.cache import FeatureCache
+    from trainer.teacher import side_key, soft_labels
+    from trainer_synth import make_corpus
+
+    root = make_corpus(tmp_path / "corpus", speakers=3, reps=1)
+    clips, probs = _teacher_file(tmp_path / "teacher.npz", root, [("01", "02")])
+    train = [c for c in clips if c.speaker in ("01", "02")]
+    soft = soft_labels(tmp_path / "teacher.npz", train, LABELS)
+    index = {c.name: i for i, c in enumerate(clips)}
+    assert np.allclose(soft, probs[side_key(("01", "02"))][[index[c.name] for c in train]])
+    frontend = Frontend(P)
+    data = build_training_data(train, [c for c in clips if c.speaker == "03"], LABELS, frontend,
+                               FeatureCache(tmp_path / "cache", frontend), AugmentSettings(copies=1), P.hop_frames(1.0),
+                               0, teacher=soft, teacher_weight=0.3)
+    items, starts = data.epoch_plan(0, 0)
+    _, y = data.training_batch(items[:16], starts[:16], np.random.default_rng(0))
+    for i, target in zip(items[:16], y):  # an augmented copy carries its clip's soft labels
+        clip = data.items[i].clip
+        expected = 0.7 * np.eye(len(LABELS))[LABELS.index(clip.label)] + 0.3 * soft[[c.name for c in train].index(clip.name)]
+        assert np.allclose(target, expected, atol=1e-6)
+    assert data.val_targets.shape == (len(data.val_y), len(LABELS)) and np.array_equal(data.val_targets.argmax(1), data.val_y)
+
+
+def test_a_teacher_run_needs_soft_labels_for_exactly_its_training_actors(tmp_path):
+    from itertools import combinations
+
+    from trainer.cli import main as train
+    from trainer.run import read_run
+    from trainer_synth import make_corpus
+
+    root = make_corpus(tmp_path / "corpus", speakers=4, reps=1)
+    actors = ("01", "02", "03", "04")
+    _teacher_file(tmp_path / "teacher.npz", root, list(combinations(actors, 2)))  # every side a 4-fold split can train on
+    common = ["--data", str(root), "--folds", "4", "--val-actors", "1", "--arch", "tiny", "--epochs", "2",
+              "--aug-copies", "0", "--cache", str(tmp_path / "cache")]
+    run = tmp_path / "run"
+    assert train(["train", *common, "--out", str(run), "--teacher", str(tmp_path / "teacher.npz"), "--teacher-weight", "0.5"]) == 0
+    info = read_run(run)
+    assert info["settings"]["fit"]["teacher"] == str(tmp_path / "teacher.npz") and info["settings"]["fit"]["teacher_weight"] == 0.5
+    for r in csv.DictReader(open(run / "history.csv")):
+        assert np.isfinite(float(r["loss"])) and np.isfinite(float(r["val_loss"])) and 0 <= float(r["val_accuracy"]) <= 1
+
+    _teacher_file(tmp_path / "other.npz", root, [("01", "02", "03")])  # another split's training side only
+    (tmp_path / "broken.npz").write_bytes(b"not a teacher")
+    for bad in (["--teacher", str(tmp_path / "teacher.npz")],  # no weight
+                ["--teacher-weight", "0.5"],  # no file
+                ["--teacher", str(tmp_path / "teacher.npz"), "--teacher-weight", "1.5"],
+                ["--teacher", str(tmp_path / "teacher.npz"), "--teacher-weight", "0.5", "--mixup", "0.4"],
+                ["--teacher", str(tmp_path / "other.npz"), "--teacher-weight", "0.5"],
+                ["--teacher", str(tmp_path / "broken.npz"), "--teacher-weight", "0.5"]):
+        assert train(["train", *common, "--out", str(tmp_path / "bad"), *bad]) == EXIT_USAGE, bad
+        assert not (tmp_path / "bad").exists()  # refused before the run directory exists
+
+
+def test_a_teacher_file_scores_each_clip_with_a_probe_that_never_heard_its_actor(tmp_path, ravdess):
+    """recipes/clip_probe.write_teacher on the real corpus's clips: features that name the emotion
+    give confident right answers on every side; features that name (actor, emotion) pairs, which only
+    a probe that heard the actor could read, give chance: nothing of a clip's own actor leaks in."""
+    from trainer.corpus import LABELS, load_corpus
+    from trainer.teacher import side_key
+
+    clip_probe = _recipe_module("clip_probe")
+    training_sides, write_teacher = clip_probe.training_sides, clip_probe.write_teacher
+
+    clips = load_corpus(ravdess).usable
+    y = np.array([LABELS.index(c.label) for c in clips])
+    actor = np.array([int(c.speaker) for c in clips])
+    rng = np.random.default_rng(0)
+    named = rng.normal(size=(len(clips), 8))
+    named[np.arange(len(clips)), y] += 4.0
+    code = rng.normal(size=(21, len(LABELS), 16))  # a private code per actor and emotion
+    private = code[actor, y] + 0.1 * rng.normal(size=(len(clips), 16))
+    sides = training_sides()
+    assert len(sides) == 11 and len(sides[-1]) == 20 and {len(s) for s in sides[:5]} == {14}
+    for x, readable in ((named, True), (private, False)):
+        write_teacher(tmp_path / "t.npz", x, clips, 0.1)
+        z = np.load(tmp_path / "t.npz")
+        assert list(z["labels"]) == list(LABELS) and list(z["names"]) == [c.name for c in clips]
+        for side in sides:
+            p = z[side_key(side)]
+            inside = np.isin([c.speaker for c in clips], side)
+            assert np.isfinite(p[inside]).all() and np.isnan(p[~inside]).all()
+            assert np.allclose(p[inside].sum(1), 1, atol=1e-5)
+            accuracy = (p[inside].argmax(1) == y[inside]).mean()
+            assert (accuracy > 0.9) if readable else (accuracy < 0.25), (side, readable, accuracy)
+
+
+def _recipe_module(name):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_ct2(path, variables, spec="WhisperSpec"):
+    """A CTranslate2 model.bin (format 6) holding `variables` (name -> float16 / int16 array)."""
+    import struct
+
+    def text(s):
+        b = s.encode() + b"\0"
+        return struct.pack("<H", len(b)) + b
+
+    blob = struct.pack("<I", 6) + text(spec) + struct.pack("<II", 3, len(variables))
+    for name, a in sorted(variables.items()):
+        code = {np.dtype(np.float16): 4, np.dtype(np.int16): 2}[a.dtype]
+        blob += text(name) + struct.pack("<B", a.ndim) + struct.pack(f"<{a.ndim}I", *a.shape)
+        blob += struct.pack("<BI", code, a.nbytes) + a.tobytes()
+    path.write_bytes(blob + struct.pack("<I", 0))  # no aliases
+
+
+def _tiny_whisper(rng, width=8, layers=2):
+    f = lambda *shape: rng.normal(0, 0.2, shape).astype(np.float16)  # noqa: E731
+    v = {"decoder/embeddings/weight": f(10, width), "encoder/num_heads": np.array(2, np.int16),
+         "encoder/conv1/weight": f(width, 80, 3), "encoder/conv1/bias": f(width),
+         "encoder/conv2/weight": f(width, width, 3), "encoder/conv2/bias": f(width),
+         "encoder/position_encodings/encodings": f(1500, width),
+         "encoder/layer_norm/gamma": np.ones(width, np.float16), "encoder/layer_norm/beta": np.zeros(width, np.float16)}
+    for i in range(layers):
+        p = f"encoder/layer_{i}/"
+        for norm in ("self_attention/layer_norm", "ffn/layer_norm"):
+            v[p + norm + "/gamma"], v[p + norm + "/beta"] = np.ones(width, np.float16), np.zeros(width, np.float16)
+        v[p + "self_attention/linear_0/weight"], v[p + "self_attention/linear_0/bias"] = f(3 * width, width), f(3 * width)
+        v[p + "self_attention/linear_1/weight"], v[p + "self_attention/linear_1/bias"] = f(width, width), f(width)
+        v[p + "ffn/linear_0/weight"], v[p + "ffn/linear_0/bias"] = f(4 * width, width), f(4 * width)
+        v[p + "ffn/linear_1/weight"], v[p + "ffn/linear_1/bias"] = f(width, 4 * width), f(width)
+    return v
+
+
+def test_the_whisper_encoder_reads_a_ctranslate2_file_and_returns_every_depth(tmp_path):
+    """recipes/whisper_encoder.py on a tiny model written in CTranslate2's format: the decoder is
+    skipped, the frames halve, positions are added, a layer whose outputs are zero passes its input
+    on (through the final norm), and a truncated or foreign file is refused with the reason."""
+    we = _recipe_module("whisper_encoder")
+    rng = np.random.default_rng(0)
+    v = _tiny_whisper(rng)
+    _write_ct2(tmp_path / "model.bin", v)
+    enc = we.WhisperEncoder(tmp_path / "model.bin")
+    assert enc.layers == 2 and enc.heads == 2 and not any(k.startswith("decoder") for k in enc.w)
+    mel = rng.normal(size=(80, 40)).astype(np.float32)
+    outs = enc(mel)
+    assert len(outs) == 3 and all(o.shape == (20, 8) for o in outs) and all(np.isfinite(o).all() for o in outs)
+    assert not np.allclose(outs[1], outs[0]) and not np.allclose(outs[2], outs[1])
+
+    silent = dict(v)  # no convolution: what reaches layer 0 is the positions alone
+    for k in ("conv1/weight", "conv1/bias", "conv2/weight", "conv2/bias"):
+        silent[f"encoder/{k}"] = np.zeros_like(v[f"encoder/{k}"])
+    for i in range(2):  # and layers that add nothing
+        for k in ("self_attention/linear_1/weight", "self_attention/linear_1/bias", "ffn/linear_1/weight", "ffn/linear_1/bias"):
+            silent[f"encoder/layer_{i}/{k}"] = np.zeros_like(v[f"encoder/layer_{i}/{k}"])
+    _write_ct2(tmp_path / "silent.bin", silent)
+    outs = we.WhisperEncoder(tmp_path / "silent.bin")(mel)
+    positions = v["encoder/position_encodings/encodings"][:20].astype(np.float32)
+    assert np.allclose(outs[0], positions, atol=1e-6) and np.allclose(outs[1], positions, atol=1e-6)
+    normed = (positions - positions.mean(-1, keepdims=True)) / np.sqrt(positions.var(-1, keepdims=True) + 1e-5)
+    assert np.allclose(outs[2], normed, atol=1e-4)
+
+    blob = (tmp_path / "model.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(SystemExit, match="incomplete"):
+        we.read_ct2(tmp_path / "cut.bin")
+    _write_ct2(tmp_path / "other.bin", {"x": np.zeros(2, np.float16)}, spec="TransformerSpec")
+    with pytest.raises(SystemExit, match="not a Whisper model"):
+        we.read_ct2(tmp_path / "other.bin")
+
+
+def test_whisper_log_mel_is_whispers_own_frontend():
+    """80 bands at 100 frames a second, floored 8 (log10) below the loudest, scaled as Whisper scales it."""
+    we = _recipe_module("whisper_encoder")
+    t = np.arange(16000) / 16000
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    mel = we.log_mel(tone)
+    assert mel.shape == (80, 100)
+    assert np.isclose(mel.max() - mel.min(), 2.0, atol=1e-5)  # the 8-decade floor, divided by 4
+    import librosa
+
+    band = np.argmin(np.abs(librosa.mel_frequencies(82, fmax=8000)[1:-1] - 1000))
+    assert abs(int(np.median(mel.argmax(0))) - band) <= 1  # the tone's band is the loudest
+
+
+def test_whisper_probe_scores_each_depth_per_fold_and_writes_a_teacher(tmp_path, ravdess):
+    """recipes/whisper_probe.py with its features given as its cache (the Whisper file is not in the
+    repository): the one depth that carries the label is chosen on validation, and --teacher writes
+    soft labels from it for every training side."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, TINY_FLOAT
+
+    from trainer.corpus import LABELS, load_corpus
+    from trainer.teacher import side_key
+
+    clips = load_corpus(ravdess).usable
+    rng = np.random.default_rng(0)
+    y = np.array([LABELS.index(c.label) for c in clips])
+    depths = {f"depth {d}": rng.normal(size=(len(clips), 8)) for d in range(7)}
+    depths["depth 3"][np.arange(len(clips)), y] += 4.0
+    out = tmp_path / "whisper"
+    out.mkdir()
+    np.savez(out / "features.npz", names=np.array([c.name for c in clips]), **depths)
+    model = tmp_path / "model.bin"
+    shutil.copy(TINY_FLOAT / "model.tflite", model)  # only hashed: the cache holds the features
+    run = [sys.executable, str(REPO / "recipes" / "whisper_probe.py"), str(model), "--data", str(ravdess),
+           "--out", str(out), "--teacher", str(tmp_path / "teacher.npz")]
+    proc = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((out / "whisper_probe.json").read_text())
+    assert len(result["rows"]) == 14 and result["chosen_on_validation_all"]["layer"] == "depth 3"
+    for r in result["rows"]:
+        ua = r["test"]["speech"]["mean"]
+        assert (ua > 0.9) if r["layer"] == "depth 3" else (ua < 0.3), (r["layer"], ua)
+    z = np.load(tmp_path / "teacher.npz")
+    every = tuple(sorted({c.speaker for c in clips}))
+    assert (z[side_key(every)].argmax(1) == y).mean() > 0.9

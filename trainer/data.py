@@ -54,6 +54,8 @@ class TrainingData:
     floor_db: float = -80.0  # the frontend's absolute floor (silence)
     band_hz: np.ndarray | None = None  # centre frequency of each mel band (the frequency warp)
     offsets: np.ndarray | None = None  # (items, n_mels) speaker spectra subtracted after augmentation (trainer.speaker)
+    soft: np.ndarray | None = None  # (items, n_labels) a teacher's probabilities per item (trainer.teacher)
+    teacher_weight: float = 0.0  # their weight in each training target
 
     @cached_property
     def sung(self) -> np.ndarray:
@@ -78,18 +80,22 @@ class TrainingData:
     def training_batch(self, items: np.ndarray, starts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Training windows with window augmentation (warp, gain, masks, mixup) drawn from `rng`.
 
-        Targets are label indices, or with mixup (N, n_labels) blends of one-hot labels."""
+        Targets are label indices, or (N, n_labels): with mixup blends of one-hot labels, with a
+        teacher one-hot labels blended with its probabilities."""
         x, y = self.windows(items, starts)
         x = self._normalised(augment_windows(x, self.augment, rng, self.floor_db, self.band_hz, self.sung[items]), items)
         if self.augment.mixup > 0:
             return mix_windows(x, y, len(self.labels), self.augment.mixup, rng)
+        if self.soft is not None:
+            w = np.float32(self.teacher_weight)
+            return x, (1 - w) * np.eye(len(self.labels), dtype=np.float32)[y] + w * self.soft[items]
         return x, y
 
     @property
     def val_targets(self) -> np.ndarray:
-        """Validation targets in the training batches' form (one-hot with mixup), so one loss and one
-        accuracy metric serve both."""
-        if self.augment.mixup > 0:
+        """Validation targets in the training batches' form (one-hot with mixup or a teacher), so one
+        loss and one accuracy metric serve both."""
+        if self.augment.mixup > 0 or self.soft is not None:
             return np.eye(len(self.labels), dtype=np.float32)[self.val_y]
         return self.val_y
 
@@ -167,9 +173,13 @@ def build_training_data(
     oversampling: bool = True,
     crops: int = 1,
     speaker_offsets: dict[str, np.ndarray] | None = None,
+    teacher: np.ndarray | None = None,
+    teacher_weight: float = 0.0,
 ) -> TrainingData:
-    """The arrays of one run; with `speaker_offsets` every window has its speaker's spectrum subtracted."""
+    """The arrays of one run; with `speaker_offsets` every window has its speaker's spectrum subtracted;
+    `teacher`: (len(train), n_labels) soft labels of the training clips, blended into their targets."""
     index = {label: i for i, label in enumerate(labels)}
+    row = {c.name: i for i, c in enumerate(train)}  # each item's clip, in `teacher`
     items = training_items(train, augment, seed)
     frames = [cache.frames(it.clip, it.aug) for it in progress(items, "features (train + augmented)")]
     y = np.array([index[it.clip.label] for it in items], dtype=np.int64)
@@ -199,4 +209,6 @@ def build_training_data(
         floor_db=frontend.params.floor_db,
         band_hz=mel_edges_hz(frontend.params)[1:-1],
         offsets=None if speaker_offsets is None else np.stack([speaker_offsets[it.clip.speaker] for it in items]),
+        soft=None if teacher is None else teacher[[row[it.clip.name] for it in items]],
+        teacher_weight=teacher_weight,
     )

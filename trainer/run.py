@@ -177,6 +177,7 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
     corpus = load_corpus(settings.data)
     split = make_split(corpus, settings.split, settings.seed)
     _check_sides(corpus, split)
+    soft = _teacher(settings, split.clips(corpus, "train"), corpus.labels)
     hop = eval_hop_frames(params, settings.eval_hop_s)
     _start(run_dir, settings, resume, params, argv)
     _write_used_manifest(run_dir, corpus, split, resume)
@@ -189,7 +190,7 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
     spectra = None
     if settings.model.speaker_mean:  # every actor's own long-term spectrum; each actor is on one side only
         spectra = speaker_spectra([c for part in sides.values() for c in part], cache)
-    data, result = _train(run_dir, settings, corpus.labels, sides, frontend, hop, resume, cache, spectra)
+    data, result = _train(run_dir, settings, corpus.labels, sides, frontend, hop, resume, cache, spectra, soft)
     best = adversary.emotion_model(models.load_keras_model(result.best_model, compile=False))  # the speaker output dropped
     best.save(run_dir / KERAS_MODEL)
     metrics = _evaluate(run_dir, models.batched_infer(best), corpus, split, sides, frontend, hop, spectra)
@@ -244,6 +245,22 @@ def _check_adversary(settings: RunSettings) -> None:
         raise UsageError("--speaker-adversary watches the emotion loss on validation: drop --monitor or use val_loss")
 
 
+def _teacher(settings: RunSettings, train: list[Clip], labels: tuple[str, ...]) -> np.ndarray | None:
+    """The teacher's soft labels of the training clips (trainer.teacher), or None without --teacher."""
+    from .teacher import soft_labels
+
+    fit = settings.fit
+    if not fit.teacher:
+        if fit.teacher_weight:
+            raise UsageError(f"--teacher-weight {fit.teacher_weight} without --teacher: name the teacher file")
+        return None
+    if not 0 < fit.teacher_weight <= 1:
+        raise UsageError(f"--teacher-weight {fit.teacher_weight}: the teacher's share of each target is above 0 and at most 1")
+    if settings.augment.mixup:
+        raise UsageError("--teacher with --mixup: a blend of two clips has no one teacher target; drop one of them")
+    return soft_labels(Path(fit.teacher), train, labels)
+
+
 def _write_used_manifest(run_dir: Path, corpus: Corpus, split: Split, resume: bool) -> None:
     text = io.StringIO()
     write_manifest(text, corpus, split.part_of)
@@ -254,14 +271,16 @@ def _write_used_manifest(run_dir: Path, corpus: Corpus, split: Split, resume: bo
 
 
 def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides: dict[str, list[Clip]],
-           frontend: Frontend, hop: int, resume: bool, cache: FeatureCache, spectra: dict | None):
+           frontend: Frontend, hop: int, resume: bool, cache: FeatureCache, spectra: dict | None,
+           soft: np.ndarray | None):
     """Build the training arrays, then fit a new model or continue the saved one."""
     from . import adversary, model as models
     from .data import build_training_data
     from .train import fit, load_state
 
     data = build_training_data(sides["train"], sides["val"], labels, frontend, cache, settings.augment, hop,
-                               settings.seed, settings.fit.oversample, settings.fit.crops, spectra)
+                               settings.seed, settings.fit.oversample, settings.fit.crops, spectra,
+                               soft, settings.fit.teacher_weight)
     data.write_fit_items(run_dir / "fit_items.csv")
     state = load_state(run_dir) if resume else None
     model = None

@@ -42,6 +42,9 @@ class FitSettings:
     lr_schedule: tuple[float, ...] = ()
     # Weight of the speaker adversary's reversed gradient on the features (trainer.adversary); 0: none.
     speaker_adversary: float = 0.0
+    # Distillation (trainer.teacher): a teacher file of soft labels, and their weight in each target.
+    teacher: str = ""
+    teacher_weight: float = 0.0
 
     def member_seed(self, run_seed: int) -> int:
         return run_seed if self.init_seed is None else self.init_seed
