@@ -9,6 +9,7 @@ its 4 test actors (reported only).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +21,32 @@ from trainer.evaluate import metrics
 
 GROUPS = ("all", "speech", "song")
 FOLDS = Path(__file__).with_name("folds.json")
+
+
+def pooled_features(clips, layers, cache: Path) -> dict[str, np.ndarray]:
+    """{layer: (clips, 2 x channels)}: each clip's mean and standard deviation over its frames of
+    every layer `layers(clip)` returns as (frames, channels); kept in and read back from `cache`."""
+    names = [c.name for c in clips]
+    if cache.is_file():
+        z = np.load(cache)
+        if list(z["names"]) == names:
+            return {k: z[k] for k in z.files if k != "names"}
+    pooled: dict[str, list] = {}
+    for n, clip in enumerate(clips):
+        for k, x in layers(clip).items():
+            pooled.setdefault(k, []).append(np.concatenate([x.mean(0), x.std(0)]))
+        if n % 250 == 0:
+            print(f"clips {n}/{len(names)}", flush=True)
+    arrays = {k: np.array(v, np.float32) for k, v in pooled.items()}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, names=np.array(names), **arrays)
+    return arrays
+
+
+def model_record(path: Path) -> dict:
+    """The probed model's file name, sha256 and size, for the report."""
+    blob = path.read_bytes()
+    return {"file": path.name, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
 
 
 def _probe(c: float):

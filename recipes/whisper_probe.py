@@ -24,11 +24,10 @@ each clip's probabilities from a probe that never heard its actor (clip_probe.wr
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 import numpy as np
-from clip_probe import probe_rows, write_report, write_teacher  # recipes/, first on sys.path when run as a script
+from clip_probe import model_record, pooled_features, probe_rows, write_report, write_teacher  # recipes/, first on sys.path when run as a script
 from whisper_encoder import RATE, WhisperEncoder, log_mel
 
 from edge.audio import load_audio
@@ -39,22 +38,15 @@ CS = (0.01, 0.1)
 
 def features(corpus, model: Path, cache: Path) -> dict[str, np.ndarray]:
     """{"depth N": (clips, 2 x width)}: each clip's mean and standard deviation over its frames."""
-    names = [c.name for c in corpus.usable]
-    if cache.is_file():
-        z = np.load(cache)
-        if list(z["names"]) == names:
-            return {k: z[k] for k in z.files if k.startswith("depth")}
-    encoder, pooled = WhisperEncoder(model), {}
-    for n, clip in enumerate(corpus.usable):
+    encoder = None
+
+    def layers(clip) -> dict[str, np.ndarray]:
+        nonlocal encoder
+        encoder = encoder or WhisperEncoder(model)  # read only when the cache does not answer
         mel = log_mel(load_audio(clip.path, RATE))
-        for depth, x in enumerate(encoder(mel[:, : mel.shape[1] // 2 * 2])):
-            pooled.setdefault(f"depth {depth}", []).append(np.concatenate([x.mean(0), x.std(0)]))
-        if n % 250 == 0:
-            print(f"clips {n}/{len(names)}", flush=True)
-    arrays = {k: np.array(v, np.float32) for k, v in pooled.items()}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, names=np.array(names), **arrays)
-    return arrays
+        return {f"depth {d}": x for d, x in enumerate(encoder(mel[:, : mel.shape[1] // 2 * 2]))}
+
+    return pooled_features(corpus.usable, layers, cache)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,10 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     corpus = load_corpus(a.data)
     x = features(corpus, a.model, a.out / "features.npz")
     folds, rows = probe_rows(x, corpus.usable, CS)
-    blob = a.model.read_bytes()
-    model = {"file": a.model.name, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
-    best = write_report(a.out, "whisper_probe", "Whisper encoder probe (recipes/whisper_probe.py)", model, folds,
-                        rows)["chosen_on_validation_all"]
+    best = write_report(a.out, "whisper_probe", "Whisper encoder probe (recipes/whisper_probe.py)",
+                        model_record(a.model), folds, rows)["chosen_on_validation_all"]
     if a.teacher:
         write_teacher(a.teacher, x[best["layer"]], corpus.usable, best["C"])
 

@@ -20,14 +20,13 @@ OUT/yamnet_probe.md; the pooled activations are cached in OUT/features.npz.
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from edge.audio import load_audio
 from trainer.corpus import load_corpus
-from clip_probe import probe_rows, write_report  # recipes/, first on sys.path when run as a script
+from clip_probe import model_record, pooled_features, probe_rows, write_report  # recipes/, first on sys.path when run as a script
 
 RATE, PATCH, STEP = 16000, 15600, 7680  # YAMNet's input: 0.975 s of 16 kHz audio, a patch every 0.48 s
 LAYERS = ("layer6", "layer10", "layer12", "embedding", "scores")  # shallow to deep; "embedding": the 1024 pooled values
@@ -72,20 +71,14 @@ def yamnet_layers(path: Path):
 
 def features(corpus, model: Path, cache: Path) -> dict[str, np.ndarray]:
     """{layer: (clips, 2 x channels)}: each clip's mean and standard deviation over its patches."""
-    if cache.is_file():
-        z = np.load(cache)
-        if list(z["names"]) == [c.name for c in corpus.usable]:
-            return {k: z[k] for k in LAYERS}
-    run, pooled = yamnet_layers(model), {k: [] for k in LAYERS}
-    for n, clip in enumerate(corpus.usable):
-        for k, x in run(load_audio(clip.path, RATE)).items():
-            pooled[k].append(np.concatenate([x.mean(0), x.std(0)]))
-        if n % 250 == 0:
-            print(f"clips {n}/{len(corpus.usable)}", flush=True)
-    arrays = {k: np.array(v) for k, v in pooled.items()}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, names=np.array([c.name for c in corpus.usable]), **arrays)
-    return arrays
+    run = None
+
+    def layers(clip) -> dict[str, np.ndarray]:
+        nonlocal run
+        run = run or yamnet_layers(model)  # loaded only when the cache does not answer
+        return run(load_audio(clip.path, RATE))
+
+    return pooled_features(corpus.usable, layers, cache)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,9 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     corpus = load_corpus(a.data)
     x = features(corpus, a.yamnet, a.out / "features.npz")
     folds, rows = probe_rows(x, corpus.usable, CS)
-    blob = a.yamnet.read_bytes()
-    model = {"file": a.yamnet.name, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
-    write_report(a.out, "yamnet_probe", "YAMNet probe (recipes/yamnet_probe.py)", model, folds, rows)
+    write_report(a.out, "yamnet_probe", "YAMNet probe (recipes/yamnet_probe.py)", model_record(a.yamnet), folds, rows)
 
 
 if __name__ == "__main__":
