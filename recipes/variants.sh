@@ -45,11 +45,13 @@
 #   whisper-teacher  one model per fold with the default recipe's settings, init seed 0, distilled from
 #                    that teacher (--teacher-weight 0.5): against default_model.sh's cv-0 .. cv-4, like wide
 #                    (run whisper-probe first)
+#   whisper-teacher-speech  the same with the teacher on spoken clips only (--no-teacher-song: sung
+#                    clips keep their plain labels)
 #   test-time        test-time options on the default recipe's CV (recipes/test_time.py): windows
 #                    warped and averaged, a per-class logit bias fitted on validation actors; and
 #                    the three five-model recipes averaged (fifteen models per fold)
 set -eu
-VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe, whisper-probe, whisper-teacher or test-time"
+VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe, whisper-probe, whisper-teacher, whisper-teacher-speech or test-time"
 VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
 DATA=${DATA:-../shared/data/ravdess}
@@ -137,6 +139,10 @@ case "$VARIANT" in
   whisper-teacher)
     nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
         --teacher "$OUT/variants/whisper-probe/teacher.npz" --teacher-weight 0.5 --out "$OUT/variants/whisper-teacher-0" ;;
+  whisper-teacher-speech)
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
+        --teacher "$OUT/variants/whisper-probe/teacher.npz" --teacher-weight 0.5 --no-teacher-song \
+        --out "$OUT/variants/whisper-teacher-speech-0" ;;
   test-time)
     python recipes/test_time.py "$OUT/members" --out "$OUT/variants/test-time"
     python recipes/test_time.py "$OUT/members" "$OUT/variants/five-models" "$OUT/variants/freq-warp-five" \

@@ -5,6 +5,7 @@ with a temperature converted with its parity gate on the training side."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 
@@ -717,6 +718,14 @@ def test_a_teacher_blends_its_probabilities_into_each_training_target_and_valida
         assert np.allclose(target, expected, atol=1e-6)
     assert data.val_targets.shape == (len(data.val_y), len(LABELS)) and np.array_equal(data.val_targets.argmax(1), data.val_y)
 
+    # song=False (--no-teacher-song): sung clips are taught their plain label, spoken ones keep the teacher's
+    speech_only = soft_labels(tmp_path / "teacher.npz", train, LABELS, song=False)
+    sung = np.array([c.channel == "song" for c in train])
+    assert sung.any() and (~sung).any()
+    assert np.array_equal(speech_only[~sung], soft[~sung])
+    assert np.array_equal(speech_only[sung], np.eye(len(LABELS))[[LABELS.index(c.label) for c in train if c.channel == "song"]])
+    assert not np.allclose(soft[sung], speech_only[sung])
+
 
 def test_a_teacher_run_needs_soft_labels_for_exactly_its_training_actors(tmp_path):
     from itertools import combinations
@@ -731,9 +740,12 @@ def test_a_teacher_run_needs_soft_labels_for_exactly_its_training_actors(tmp_pat
     common = ["--data", str(root), "--folds", "4", "--val-actors", "1", "--arch", "tiny", "--epochs", "2",
               "--aug-copies", "0", "--cache", str(tmp_path / "cache")]
     run = tmp_path / "run"
-    assert train(["train", *common, "--out", str(run), "--teacher", str(tmp_path / "teacher.npz"), "--teacher-weight", "0.5"]) == 0
+    assert train(["train", *common, "--out", str(run), "--teacher", str(tmp_path / "teacher.npz"), "--teacher-weight", "0.5",
+                  "--no-teacher-song"]) == 0
     info = read_run(run)
-    assert info["settings"]["fit"]["teacher"] == str(tmp_path / "teacher.npz") and info["settings"]["fit"]["teacher_weight"] == 0.5
+    fit = info["settings"]["fit"]
+    assert (fit["teacher"], fit["teacher_weight"], fit["teacher_song"]) == (str(tmp_path / "teacher.npz"), 0.5, False)
+    assert info["teacher"]["sha256"] == hashlib.sha256((tmp_path / "teacher.npz").read_bytes()).hexdigest()
     for r in csv.DictReader(open(run / "history.csv")):
         assert np.isfinite(float(r["loss"])) and np.isfinite(float(r["val_loss"])) and 0 <= float(r["val_accuracy"]) <= 1
 
@@ -744,7 +756,8 @@ def test_a_teacher_run_needs_soft_labels_for_exactly_its_training_actors(tmp_pat
                 ["--teacher", str(tmp_path / "teacher.npz"), "--teacher-weight", "1.5"],
                 ["--teacher", str(tmp_path / "teacher.npz"), "--teacher-weight", "0.5", "--mixup", "0.4"],
                 ["--teacher", str(tmp_path / "other.npz"), "--teacher-weight", "0.5"],
-                ["--teacher", str(tmp_path / "broken.npz"), "--teacher-weight", "0.5"]):
+                ["--teacher", str(tmp_path / "broken.npz"), "--teacher-weight", "0.5"],
+                ["--no-teacher-song"]):  # nothing to keep off song
         assert train(["train", *common, "--out", str(tmp_path / "bad"), *bad]) == EXIT_USAGE, bad
         assert not (tmp_path / "bad").exists()  # refused before the run directory exists
 

@@ -76,6 +76,8 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
      "distil: soft labels of the training clips from a teacher file (trainer.teacher)"),
     ("--teacher-weight", "fit.teacher_weight", {"type": float, "metavar": "W"},
      "weight of the teacher's probabilities in each training target, 0-1 (with --teacher)"),
+    ("--teacher-song", "fit.teacher_song", {"action": argparse.BooleanOptionalAction},
+     "teach song clips too (--no-teacher-song: spoken clips only, sung ones keep their plain labels)"),
     ("--freq-warp", "augment.freq_warp", {"type": float, "metavar": "F"},
      "frequency warp of training windows, scale drawn from 1 +- F (0: off)"),
     ("--freq-warp-song", "augment.freq_warp_song", {"action": argparse.BooleanOptionalAction},

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from edge import __version__
+from edge.bundle import sha256_file
 from edge.errors import ConfigError, MissingInputError, UsageError
 from edge.features import FeatureParams, Frontend
 
@@ -212,6 +213,7 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
         "split": metrics["split"],
         "seed": settings.seed,
         "settings": settings.to_dict(),
+        **_teacher_record(settings),
         "training": {
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch,
@@ -253,12 +255,21 @@ def _teacher(settings: RunSettings, train: list[Clip], labels: tuple[str, ...]) 
     if not fit.teacher:
         if fit.teacher_weight:
             raise UsageError(f"--teacher-weight {fit.teacher_weight} without --teacher: name the teacher file")
+        if not fit.teacher_song:
+            raise UsageError("--no-teacher-song without --teacher: name the teacher file, or drop --no-teacher-song")
         return None
     if not 0 < fit.teacher_weight <= 1:
         raise UsageError(f"--teacher-weight {fit.teacher_weight}: the teacher's share of each target is above 0 and at most 1")
     if settings.augment.mixup:
         raise UsageError("--teacher with --mixup: a blend of two clips has no one teacher target; drop one of them")
-    return soft_labels(Path(fit.teacher), train, labels)
+    return soft_labels(Path(fit.teacher), train, labels, song=fit.teacher_song)
+
+
+def _teacher_record(settings: RunSettings) -> dict[str, Any]:
+    """The teacher file's hash (a path alone does not say which soft labels a run learnt from)."""
+    if not settings.fit.teacher:
+        return {}
+    return {"teacher": {"file": settings.fit.teacher, "sha256": sha256_file(Path(settings.fit.teacher))}}
 
 
 def _write_used_manifest(run_dir: Path, corpus: Corpus, split: Split, resume: bool) -> None:

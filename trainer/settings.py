@@ -45,6 +45,7 @@ class FitSettings:
     # Distillation (trainer.teacher): a teacher file of soft labels, and their weight in each target.
     teacher: str = ""
     teacher_weight: float = 0.0
+    teacher_song: bool = True  # False: sung clips keep their plain labels (the teacher reads song worse)
 
     def member_seed(self, run_seed: int) -> int:
         return run_seed if self.init_seed is None else self.init_seed

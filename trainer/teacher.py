@@ -30,8 +30,10 @@ def side_key(actors) -> str:
     return PREFIX + ",".join(sorted(actors))
 
 
-def soft_labels(path: Path, clips: list[Clip], labels: tuple[str, ...]) -> np.ndarray:
-    """(len(clips), K) teacher probabilities of these training clips, from the set of their actors."""
+def soft_labels(path: Path, clips: list[Clip], labels: tuple[str, ...], song: bool = True) -> np.ndarray:
+    """(len(clips), K) teacher probabilities of these training clips, from the set of their actors.
+
+    `song=False`: sung clips get their one-hot label instead, so their targets stay plain."""
     try:
         z = np.load(path)
         names, file_labels = list(z["names"]), tuple(z["labels"])
@@ -53,4 +55,7 @@ def soft_labels(path: Path, clips: list[Clip], labels: tuple[str, ...]) -> np.nd
     probs = z[key][[index[c.name] for c in clips]].astype(np.float32)
     if not np.isfinite(probs).all() or not np.allclose(probs.sum(1), 1.0, atol=1e-3):
         raise UsageError(f"--teacher {path}: the rows for {key} are not probabilities; write it again")
+    if not song:
+        sung = np.array([c.channel == "song" for c in clips], bool)
+        probs[sung] = np.eye(len(labels), dtype=np.float32)[[labels.index(c.label) for c in clips if c.channel == "song"]]
     return probs
