@@ -8,6 +8,7 @@ files also audit a real run: `MOODMIC_RUN_DIR=RUN pytest tests/test_trainer_run.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.tensorflow
 
 import trainer.data  # noqa: E402
 from edge.audio import load_audio  # noqa: E402
+from edge.errors import EXIT_USAGE  # noqa: E402
 from edge.features import FeatureParams, Frontend, file_windows  # noqa: E402
 from trainer.cli import main  # noqa: E402
 from trainer_synth import make_corpus, shuffled_manifest  # noqa: E402
@@ -201,6 +203,12 @@ def test_a_killed_run_resumes_with_each_epoch_once(synth, cache, tmp_path, capsy
         proc.wait()
     done_at_kill = len(rows(history))
     assert not (out / "run.json").exists() and 2 <= done_at_kill < 8
+    with open(out / ".lock", "w") as other:  # as another process training it would hold it
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        before = history.read_bytes()
+        assert main(["train", "--resume", "--out", str(out)]) == EXIT_USAGE
+        assert "another process is training this run" in capsys.readouterr().err
+        assert history.read_bytes() == before  # refused before touching the run
     assert main(["train", "--resume", "--out", str(out)]) == 0
     resumed_after = int(capsys.readouterr().err.split("resuming after epoch ")[1].split()[0])
     assert resumed_after >= 2

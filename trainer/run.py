@@ -46,13 +46,14 @@ run.json (format_version 1):
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -70,6 +71,7 @@ from .splits import PARTS, Split, make_split
 
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"  # held by the process training the run (_lock)
 KERAS_MODEL = "model.keras"
 INPUT_LAYOUT = "time_mel"
 
@@ -136,16 +138,32 @@ def _command(argv: list[str] | None) -> str:
     return shlex.join(["moodmic-train", *(sys.argv[1:] if argv is None else argv)])
 
 
-def _start(run_dir: Path, settings: RunSettings, resume: bool, params: FeatureParams, argv: list[str] | None) -> None:
-    """Create (or reopen) the run directory: settings.json and the command line."""
+def _lock(run_dir: Path) -> IO[str]:
+    """Hold the run directory for this process (released when it exits): two processes resuming one
+    run would train over each other's checkpoints and history."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK_FILE, "w", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(f"{run_dir}: another process is training this run now; wait for it to finish, "
+                         "or choose another --out") from None
+    return handle
+
+
+def _start(run_dir: Path, settings: RunSettings, resume: bool, params: FeatureParams, argv: list[str] | None) -> IO[str]:
+    """Create (or reopen) and lock the run directory (the lock is returned: hold it while training);
+    write settings.json and the command line."""
+    lock = _lock(run_dir)
     if resume:
         saved = json.loads((run_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
         if saved["features"] != params.to_dict():
             raise ConfigError(f"{run_dir}: was started with other feature parameters than this moodmic's; start a new run")
-    run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / SETTINGS_FILE, {"settings": settings.to_dict(), "features": params.to_dict()})
     with open(run_dir / "command.txt", "a", encoding="utf-8") as f:
         f.write(_command(argv) + "\n")
+    return lock
 
 
 def _check_sides(corpus: Corpus, split: Split) -> None:
@@ -180,7 +198,7 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
     _check_sides(corpus, split)
     soft = _teacher(settings, split.clips(corpus, "train"), corpus.labels)
     hop = eval_hop_frames(params, settings.eval_hop_s)
-    _start(run_dir, settings, resume, params, argv)
+    lock = _start(run_dir, settings, resume, params, argv)  # held until the run is written
     _write_used_manifest(run_dir, corpus, split, resume)
     sides = {part: split.clips(corpus, part) for part in ("train", "val", "test")}
     print(f"{len(corpus.usable)} clips, labels {', '.join(corpus.labels)}; {settings.split.kind} split, fold "
@@ -234,6 +252,7 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
         print(f"{run_dir}: test " + ", ".join(f"{k} {metrics['test']['all'][k]:.3f}" for k in HEADLINE), file=sys.stderr)
     else:
         print(f"{run_dir}: trained on every clip for {len(result.history)} epochs; nothing held out to score", file=sys.stderr)
+    lock.close()
     return run
 
 
