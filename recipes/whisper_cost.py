@@ -8,9 +8,10 @@ positions and `--depth` transformer layers, then each channel's mean and standar
 window: the probe's input) as a TensorFlow graph from the same model.bin, checks it against
 recipes/whisper_encoder.py on a real clip's window, converts it to TFLite as `moodmic-convert`
 does (float32, and dynamic range: int8 weights), and times each on one thread with LiteRT
-(edge.bench_rows.time_invokes, as BENCHMARKS.md times its graphs). Input: Whisper's 80-band log-mel
-of one device window (edge.features' window length, 100 frames a second). Inference only: Whisper's
-own log-mel front end and the probe's logistic regression (1024 x 8) come on top, both small.
+(edge.bench_rows.time_invokes, as BENCHMARKS.md times its graphs), next to moodmic's default model
+timed the same way in the same run. Input: Whisper's 80-band log-mel of one device window
+(edge.features' window length, 100 frames a second). Inference only: Whisper's own log-mel front
+end and the probe's logistic regression (1024 x 8) come on top, both small.
 Writes OUT/whisper_cost.json and OUT/whisper_cost.md; the .tflite files stay in OUT.
 """
 
@@ -18,15 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
 from whisper_encoder import HOP, RATE, WhisperEncoder, log_mel  # recipes/, first on sys.path when run as a script
 
 from edge.audio import load_audio
+from edge.bench import machine
 from edge.bench_rows import time_invokes
+from edge.bundle import DEFAULT_BUNDLE
 from edge.features import FeatureParams
 from edge.interpreter import TFLiteModel
 
@@ -120,9 +121,14 @@ def main(argv: list[str] | None = None) -> None:
                      "reference_scale": float(np.abs(reference).max()), "macs": timing["macs"],
                      "wall_ms": timing["wall"], "cpu_ms": timing["cpu"]})
         print(mode, rows[-1]["bytes"], rows[-1]["max_abs_diff"], timing["wall"], flush=True)
+    shipped = DEFAULT_BUNDLE / "model.tflite"  # the yardstick, timed the same way in the same run
+    timing = time_invokes(str(shipped), a.invokes)
+    rows.append({"mode": "moodmic's default model", "bytes": shipped.stat().st_size, "max_abs_diff": None,
+                 "macs": timing["macs"], "wall_ms": timing["wall"], "cpu_ms": timing["cpu"]})
+    host = machine()
     summary = {"model_bin": str(a.model), "depth": a.depth, "parameters": int(params), "window_frames": frames,
-               "window_seconds": frames * HOP / RATE, "machine": f"{platform.machine()}, {platform.processor() or '?'}, "
-               f"{os.cpu_count()} cores", "rows": rows}
+               "window_seconds": frames * HOP / RATE, "machine": f"{host['cpu']}, {host['cores']} cores",
+               "rows": rows}
     (a.out / "whisper_cost.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     lines = ["# Whisper base's encoder to depth %d on one device window (recipes/whisper_cost.py)" % a.depth, "",
              f"{params / 1e6:.1f} M parameters; input {frames} Whisper mel frames ({frames * HOP / RATE:.2f} s); "
@@ -132,8 +138,9 @@ def main(argv: list[str] | None = None) -> None:
              "| graph | size | M MACs | ms per window (wall, median) | ms per window (CPU, median) | difference |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['bytes'] / 1e6:.1f} MB | {r['macs'] / 1e6:.0f} | {r['wall_ms']['median']:.1f} | "
-                     f"{r['cpu_ms']['median']:.1f} | {r['max_abs_diff']:.3g} |")
+        diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3g}"
+        lines.append(f"| {r['mode']} | {r['bytes'] / 1e6:.1f} MB | {r['macs'] / 1e6:.0f} | {r['wall_ms']['median']:.2f} | "
+                     f"{r['cpu_ms']['median']:.2f} | {diff} |")
     (a.out / "whisper_cost.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
