@@ -96,6 +96,8 @@ def test_model_card_quotes_the_cross_validation_the_bundle_and_the_variant_summa
         for level in probe.get("gain", {}).values():  # the same setting with the clips at another level
             for what in ("probe", "fused"):
                 assert f"{level[what]['val']['all']['mean']:.3f}" in card, (probe_dir.name, what)
+    cost = {r["mode"]: r for r in json.loads((results / "variants" / "whisper-cost" / "whisper_cost.json").read_text())["rows"]}
+    assert f"it is {cost['dynamic']['bytes'] / 1e6:.1f} MB and takes {cost['dynamic']['wall_ms']['median']:.0f} ms" in card
     for name in ("yamnet-probe/yamnet_probe.json", "whisper-probe/whisper_probe.json"):
         probe = json.loads((results / "variants" / name).read_text(encoding="utf-8"))
         for group in ("all", "speech", "song"):  # the teacher search: its best layer on validation, as the test actors read it
