@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", type=Path, help="a faster-whisper (CTranslate2) model.bin of Whisper")
     ap.add_argument("--depth", type=int, default=3, help="transformer layers run (the probe's best: 3)")
-    ap.add_argument("--clip", type=Path, default=Path("edge/samples/speech.flac"), help="audio whose window checks the graph")
+    ap.add_argument("--clip", type=Path, default=DEFAULT_BUNDLE.parents[1] / "samples" / "speech.flac",
+                    help="audio whose window checks the graph (default: edge's bundled speech sample)")
     ap.add_argument("--invokes", type=int, default=50)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)

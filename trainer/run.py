@@ -14,6 +14,7 @@ Layout of a run directory:
     classification_report.txt, confusion_matrix.png (test, counts + row-normalised), confusion_matrix_val.png
     model_card.md
     run.json                 written last: a run without it has not finished
+    .lock                    held by the process training the run, so that no second one resumes it meanwhile
 
 run.json (format_version 1):
 
@@ -35,6 +36,7 @@ run.json (format_version 1):
     seed            the run's seed
     settings        the full settings (as settings.json); settings.model (band_mean, logits, ensemble)
                     shapes the graph, and a logits model's outputs need softmax (trainer.model.batched_infer)
+    teacher         only with --teacher: {file, sha256} of the teacher file (trainer.teacher)
     training        {epochs_run, best_epoch, stopped_early, seconds_per_epoch, train_items, rows_per_epoch,
                     val_windows}
     metrics         {val|test: {all|speech|song: {clips, accuracy, unweighted_accuracy, macro_f1,
