@@ -9,18 +9,23 @@ its 4 test actors (reported only).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from edge.bundle import sha256_file
 from trainer.corpus import LABELS
 from trainer.crossval import fold_stats
 from trainer.evaluate import metrics
 
 GROUPS = ("all", "speech", "song")
 FOLDS = Path(__file__).with_name("folds.json")
+
+
+def pooled(x: np.ndarray) -> np.ndarray:
+    """(frames, channels) -> (2 x channels): each channel's mean and standard deviation over the frames."""
+    return np.concatenate([x.mean(0), x.std(0)])
 
 
 def pooled_features(clips, layers, cache: Path) -> dict[str, np.ndarray]:
@@ -31,13 +36,13 @@ def pooled_features(clips, layers, cache: Path) -> dict[str, np.ndarray]:
         z = np.load(cache)
         if list(z["names"]) == names:
             return {k: z[k] for k in z.files if k != "names"}
-    pooled: dict[str, list] = {}
+    rows: dict[str, list] = {}
     for n, clip in enumerate(clips):
         for k, x in layers(clip).items():
-            pooled.setdefault(k, []).append(np.concatenate([x.mean(0), x.std(0)]))
+            rows.setdefault(k, []).append(pooled(x))
         if n % 250 == 0:
             print(f"clips {n}/{len(names)}", flush=True)
-    arrays = {k: np.array(v, np.float32) for k, v in pooled.items()}
+    arrays = {k: np.array(v, np.float32) for k, v in rows.items()}
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, names=np.array(names), **arrays)
     return arrays
@@ -45,8 +50,7 @@ def pooled_features(clips, layers, cache: Path) -> dict[str, np.ndarray]:
 
 def model_record(path: Path) -> dict:
     """The probed model's file name, sha256 and size, for the report."""
-    blob = path.read_bytes()
-    return {"file": path.name, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def _probe(c: float):

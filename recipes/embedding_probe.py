@@ -36,6 +36,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from clip_probe import pooled  # recipes/, first on sys.path when run as a script
 
 from edge.audio import load_audio
 from edge.features import FeatureParams, Frontend, file_windows
@@ -67,10 +68,6 @@ def embedder(models: Path):
         return emb.run(None, {"input_1": windows})[0].reshape(len(windows), -1)
 
     return embed
-
-
-def pooled(x: np.ndarray) -> np.ndarray:
-    return np.concatenate([x.mean(0), x.std(0)])
 
 
 def clip_features(corpus: Corpus, params: FeatureParams, models: Path | None, cache: Path,

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from clip_probe import pooled  # recipes/, first on sys.path when run as a script
 from whisper_encoder import HOP, RATE, WhisperEncoder, log_mel  # recipes/, first on sys.path when run as a script
 
 from edge.audio import load_audio
@@ -86,11 +87,6 @@ def convert(encode, dynamic: bool) -> bytes:
     return converter.convert()
 
 
-def pooled_reference(encoder: WhisperEncoder, mel: np.ndarray, depth: int) -> np.ndarray:
-    x = encoder(mel.T)[depth]  # (80, frames) in, per depth out
-    return np.concatenate([x.mean(0), x.std(0)])
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", type=Path, help="a faster-whisper (CTranslate2) model.bin of Whisper")
@@ -107,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     audio = load_audio(a.clip, RATE)
     audio = np.pad(audio, (0, max(0, frames * HOP - len(audio))))[: frames * HOP]
     mel = log_mel(audio)[:, :frames].T[None].astype(np.float32)  # (1, frames, 80)
-    reference = pooled_reference(encoder, mel[0], a.depth)
+    reference = pooled(encoder(mel[0].T)[a.depth])  # the NumPy encoder's output at that depth, pooled
     encode = graph(encoder, a.depth, frames)
     a.out.mkdir(parents=True, exist_ok=True)
     layer = {k: v for k, v in encoder.w.items() if k.startswith("layer_0/")}

@@ -57,5 +57,5 @@ def soft_labels(path: Path, clips: list[Clip], labels: tuple[str, ...], song: bo
         raise UsageError(f"--teacher {path}: the rows for {key} are not probabilities; write it again")
     if not song:
         sung = np.array([c.channel == "song" for c in clips], bool)
-        probs[sung] = np.eye(len(labels), dtype=np.float32)[[labels.index(c.label) for c in clips if c.channel == "song"]]
+        probs[sung] = np.eye(len(labels), dtype=np.float32)[[labels.index(c.label) for c in clips]][sung]
     return probs
