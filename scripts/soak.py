@@ -35,10 +35,12 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 import soundfile as sf  # noqa: E402
 
+from edge.data_path import data_dir  # noqa: E402
+
 from faults_lib import (SR, TimedRecorder, code_version, daemon_counts, machine, speech_chunks,  # noqa: E402
                         update_section)
 
-RAVDESS = (REPO / ".." / "shared" / "data" / "ravdess").resolve()
+RAVDESS = data_dir(REPO)
 RSS_LIMIT_MB = 5.0
 DEVICE = "soak"
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from edge.data_path import data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-RAVDESS = (REPO / ".." / "shared" / "data" / "ravdess").resolve()
+RAVDESS = data_dir(REPO)
 FIXTURES = REPO / "tests" / "fixtures"
 TINY_INT8 = FIXTURES / "tiny_int8"
 TINY_FLOAT = FIXTURES / "tiny_float"

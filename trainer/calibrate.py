@@ -28,6 +28,7 @@ import numpy as np
 from edge.audio import load_audio
 from edge.errors import UsageError
 from edge.features import FeatureParams, Frontend, file_windows, stack
+from edge.model import softmax
 
 from .crossval import finished_folds
 from .progress import progress
@@ -37,15 +38,8 @@ CALIBRATION = "calibration.json"
 ECE_BINS = 15
 
 
-def _softmax(z: np.ndarray, t: float) -> np.ndarray:
-    z = z / t
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def nll(logits: np.ndarray, y: np.ndarray, t: float = 1.0) -> float:
-    p = _softmax(np.asarray(logits, np.float64), t)
+    p = softmax(np.asarray(logits, np.float64), t)
     return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))))
 
 
@@ -95,7 +89,7 @@ def _fold_logits(run_dir: Path, frontend: Frontend, hop: int, labels: list[str])
 
 
 def _clip_probs(logits: np.ndarray, clip: np.ndarray, t: float) -> np.ndarray:
-    p = _softmax(logits, t)
+    p = softmax(logits, t)
     return np.stack([p[clip == c].mean(axis=0) for c in np.unique(clip)])
 
 
@@ -133,7 +127,7 @@ def calibrate_cv(cv_dir: str | Path) -> dict[str, Any]:
         clip_after = np.concatenate([_clip_probs(zz, c, t) for zz, _, c in items])
         clip_y = np.concatenate([_clip_labels(yy, c) for _, yy, c in items])
         result["ece"][part] = {
-            "window": {"before": round(ece(_softmax(z, 1.0), y), 4), "after": round(ece(_softmax(z, t), y), 4)},
+            "window": {"before": round(ece(softmax(z, 1.0), y), 4), "after": round(ece(softmax(z, t), y), 4)},
             "clip": {"before": round(ece(clip_before, clip_y), 4), "after": round(ece(clip_after, clip_y), 4)},
         }
     (cv_dir / CALIBRATION).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -23,6 +23,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from edge.data_path import DATA_ENV, DATA_HELP, data_dir
 from edge.errors import MoodmicError, UsageError
 
 from .splits import KINDS
@@ -30,7 +31,6 @@ from .settings import MONITORS, RunSettings, get_setting, settings_for_resume, w
 
 PROG = "moodmic-train"
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "ravdess"
 DEFAULTS = RunSettings()
 
 
@@ -41,7 +41,7 @@ def _actors(text: str) -> tuple[str, ...]:
 # (flag, settings path, argparse options, help); every default comes from RunSettings().
 _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--data", "data", {"metavar": "DIR_OR_CSV"},
-     f"RAVDESS-named folder or CSV manifest (path,label,speaker); default {DEFAULT_DATA} when it exists"),
+     f"RAVDESS-named folder or CSV manifest (path,label,speaker); default {DATA_HELP}"),
     ("--out", "out", {"metavar": "DIR"}, "run directory (cv: the folder of fold-K runs); default runs/<command>-<time>"),
     ("--cache", "cache", {"metavar": "DIR"}, "feature cache folder; default ~/.cache/moodmic/features"),
     ("--seed", "seed", {"type": int, "metavar": "N"}, "seed of splits, augmentation, crops and weights"),
@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved epoch")
     p = sub.add_parser("evaluate", help="score a run or a model bundle on a corpus")
     p.add_argument("target", metavar="RUN_OR_BUNDLE", help="finished run directory or model bundle directory")
-    p.add_argument("--data", metavar="DIR_OR_CSV", help=f"RAVDESS-named folder or CSV manifest; default {DEFAULT_DATA}")
+    p.add_argument("--data", metavar="DIR_OR_CSV", help=f"RAVDESS-named folder or CSV manifest; default {DATA_HELP}")
     p.add_argument("--out", metavar="DIR", help="where to write the results (default: RUN/evaluations/<data>)")
     p = sub.add_parser("calibrate", help="fit a temperature on the validation actors of a cross-validation")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv --out folder whose models output logits")
@@ -139,9 +139,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _default_data() -> str:
-    if DEFAULT_DATA.is_dir():
-        return str(DEFAULT_DATA)
-    raise UsageError(f"--data is required (there is no {DEFAULT_DATA})")
+    data = data_dir()
+    if data.is_dir():
+        return str(data)
+    raise UsageError(f"--data is required: there is no {data} (set ${'{'}DATA_ENV{'}'} or pass --data DIR_OR_CSV)")
 
 
 def _settings(args: argparse.Namespace) -> tuple[RunSettings, set[str]]:
