@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge.errors import ConfigError, ConversionError, MoodmicError
+from edge.errors import ConfigError, ConversionError, MoodmicError, require_extra
 
 from . import build, graph, parity, representative
 from .run_dir import load_run
@@ -148,6 +148,11 @@ def _memoized(infer):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        require_extra("train")  # a device install (.[edge]) has no TensorFlow: one line, exit 69, not a traceback
+    except MoodmicError as exc:
+        print(f"moodmic-convert: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = build_parser().parse_args(argv)
     try:
         rows, failures = convert_run(args)

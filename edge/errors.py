@@ -51,6 +51,30 @@ class TemporaryFault(MoodmicError):
     exit_code = EXIT_TEMPFAIL
 
 
+class MissingExtra(UnsupportedPlatform):
+    """A command whose pip extra is not installed here (moodmic-train on a device install, ...)."""
+
+
+# What `moodmic-train` and `moodmic-convert` import: the `train` extra (pyproject.toml).
+TRAIN_MODULES = ("tensorflow", "tf_keras", "keras_self_attention", "librosa", "sklearn", "matplotlib")
+
+
+def require_extra(extra: str, modules: tuple[str, ...] = TRAIN_MODULES) -> None:
+    """Raise MissingExtra (exit 69) naming the fix if any of `modules` cannot be imported. Imports nothing."""
+    import importlib.util
+
+    def absent(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):  # blocked, or a None/half-imported entry in sys.modules
+            return True
+
+    missing = [m for m in modules if absent(m)]
+    if missing:
+        raise MissingExtra(f"{', '.join(missing)} not installed: this command needs the {extra} extra; "
+                           f"in a moodmic checkout run: pip install '.[{extra}]'")
+
+
 class ConversionError(MoodmicError):
     """The model could not be converted into a bundle worth shipping."""
 

@@ -106,3 +106,33 @@ def test_edge_runs_without_tensorflow_or_librosa(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stderr
     assert json.loads(proc.stdout)["windows"] == 1
+
+
+# The desktop commands on a device install (`.[edge]`: no TensorFlow), run as their console scripts are
+# (pyproject [project.scripts]), with TensorFlow unimportable.
+WITHOUT_TENSORFLOW = """
+import importlib, sys, tomllib
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ModuleNotFoundError("No module named " + repr(name), name=name)
+sys.meta_path.insert(0, NotInstalled())
+script = tomllib.load(open("pyproject.toml", "rb"))["project"]["scripts"][sys.argv[1]]
+module, func = script.split(":")
+sys.argv[:] = [sys.argv[1], *sys.argv[2:]]
+sys.exit(getattr(importlib.import_module(module), func)())
+"""
+
+
+def test_train_and_convert_without_tensorflow_say_how_to_install_it(tmp_path):
+    from edge.errors import EXIT_UNAVAILABLE
+
+    for script, args in (("moodmic-train", ["train", "--out", str(tmp_path / "run")]),
+                         ("moodmic-convert", [str(tmp_path / "run"), "--out", str(tmp_path / "bundle")])):
+        proc = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, script, *args],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == EXIT_UNAVAILABLE and proc.stdout == "", (script, proc.stderr)
+        assert len(lines) == 1 and lines[0].startswith(f"{script}: error: tensorflow not installed"), proc.stderr
+        assert "pip install '.[train]'" in lines[0]
+    assert not (tmp_path / "run").exists()

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from edge.data_path import DATA_ENV, DATA_HELP, data_dir
-from edge.errors import MoodmicError, UsageError
+from edge.errors import MoodmicError, UsageError, require_extra
 
 from .splits import KINDS
 from .settings import MONITORS, RunSettings, get_setting, settings_for_resume, with_setting
@@ -212,6 +212,7 @@ def run(argv: list[str] | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        require_extra("train")  # a device install (.[edge]) has no TensorFlow: one line, exit 69, not a traceback
         run(argv)
     except MoodmicError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
