@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .config import LOG_LEVELS
 from .errors import EXIT_OK, MoodmicError, UsageError
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "speech.flac"  # synthetic speech (espeak-ng)
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mqtt", choices=("on", "off", "auto"),
                      help="on: publish (retry an absent broker); off: print states; auto: broker if reachable at start")
     run.add_argument("--raw", action="store_true", help="print every window's result (predict --windows schema), gate off")
-    run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default: logging.level")
+    run.add_argument("--log-level", choices=LOG_LEVELS, help="default: logging.level")
     run.set_defaults(func=cmd_run)
 
     devices = sub.add_parser("devices", parents=[sub_common], help="list audio input devices")
@@ -115,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
     from .config import load_settings
-    from .daemon import Daemon
+    from .daemon import Daemon, decision_hop_frames
     from .model import EmotionModel
     from .sources import open_source
 
@@ -128,6 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level or settings.logging.level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = EmotionModel.load(args.model or settings.model.path or None, threads=settings.model.threads)
+    decision_hop_frames(settings, model.bundle.features)  # a config that cannot fit this bundle: exit 78 before any audio
     source = open_source(audio.source, model.bundle.features.sample_rate, device=audio.device,
                          capture_rate=audio.capture_rate, block_seconds=audio.block_seconds,
                          queue_seconds=audio.queue_seconds, fast=args.fast)

@@ -22,6 +22,7 @@ from .errors import ConfigError
 
 SYSTEM_CONFIG = Path("/etc/moodmic/config.yaml")
 ENV_CONFIG = "MOODMIC_CONFIG"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
@@ -107,7 +108,7 @@ class AppSettings:
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    level: str = _opt("INFO", "log level", choices=LOG_LEVELS)
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,16 @@ from typing import Any
 
 from . import __version__
 from .schema import SILENCE
+from .topics import Topics
 
 
 def discovery_configs(*, prefix: str, device_id: str, base: str, labels: tuple[str, ...], model_name: str,
                       qos: int) -> list[tuple[str, dict[str, Any]]]:
     """(topic, payload) of every entity of the device whose topics live under `base`."""
     states = list(dict.fromkeys((*labels, SILENCE)))
+    topics = Topics(base)
     shared = {
-        "availability_topic": f"{base}/availability",
+        "availability_topic": topics.availability,
         "device": {"identifiers": [f"moodmic_{device_id}"], "name": f"moodmic {device_id}", "model": model_name,
                    "sw_version": __version__, "manufacturer": "moodmic"},
         "origin": {"name": "moodmic", "sw_version": __version__},
@@ -44,12 +46,12 @@ def discovery_configs(*, prefix: str, device_id: str, base: str, labels: tuple[s
 
     return [
         entity("sensor", "emotion", "Emotion", device_class="enum", options=states, icon="mdi:emoticon-outline",
-               state_topic=f"{base}/state", value_template="{{ value_json.label }}",
-               json_attributes_topic=f"{base}/state"),
+               state_topic=topics.state, value_template="{{ value_json.label }}",
+               json_attributes_topic=topics.state),
         entity("sensor", "confidence", "Emotion confidence", unit_of_measurement="%", state_class="measurement",
-               suggested_display_precision=0, icon="mdi:gauge", state_topic=f"{base}/state",
+               suggested_display_precision=0, icon="mdi:gauge", state_topic=topics.state,
                value_template="{{ 'None' if value_json.confidence is none "
                               "else (value_json.confidence * 100) | round(1) }}"),
         entity("event", "emotion_change", "Emotion change", event_types=states, icon="mdi:swap-horizontal",
-               state_topic=f"{base}/event"),
+               state_topic=topics.event),
     ]

@@ -35,6 +35,7 @@ from .config import MqttSettings
 from .discovery import discovery_configs
 from .errors import ConfigError
 from .schema import StateMessage
+from .topics import Topics, ha_status_topic
 
 _LOG = logging.getLogger(__name__)
 ENV_PASSWORD = "MOODMIC_MQTT_PASSWORD"
@@ -108,8 +109,8 @@ class MqttPublisher:
             if not getattr(settings, key) or re.search(r"[+#\x00]", getattr(settings, key)):
                 raise ConfigError(f"mqtt.{key}: {getattr(settings, key)!r} is not a topic (empty, or has + # NUL)")
         base = f"{settings.base_topic}/{self.device_id}"
-        self.topics = {name: f"{base}/{name}" for name in ("availability", "state", "event", "health")}
-        self._ha_status = f"{settings.discovery_prefix}/status"
+        self.topics = Topics(base)
+        self._ha_status = ha_status_topic(settings.discovery_prefix)
         self._discovery = [(topic, json.dumps(payload)) for topic, payload in discovery_configs(
             prefix=settings.discovery_prefix, device_id=self.device_id, base=base, labels=labels,
             model_name=model_name, qos=settings.qos)] if settings.discovery else []
@@ -135,7 +136,7 @@ class MqttPublisher:
         s = self._s
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id,
                              protocol=mqtt.MQTTv311, clean_session=False)  # the broker keeps our session
-        client.will_set(self.topics["availability"], OFFLINE, qos=1, retain=True)
+        client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)
         password = read_password(s)
         if s.username:
             client.username_pw_set(s.username, password)
@@ -185,21 +186,21 @@ class MqttPublisher:
             return self._ready
 
     def publish_state(self, msg: StateMessage) -> None:
-        m = _Msg(self.topics["state"], json.dumps(msg.to_dict()), retain=True, qos=self._s.qos)
+        m = _Msg(self.topics.state, json.dumps(msg.to_dict()), retain=True, qos=self._s.qos)
         with self._cv:
             self._last_state = m
             self._enqueue(m)
 
     def publish_event(self, payload: dict[str, Any]) -> None:
         with self._cv:
-            self._enqueue(_Msg(self.topics["event"], json.dumps(payload), retain=False, qos=self._s.qos))
+            self._enqueue(_Msg(self.topics.event, json.dumps(payload), retain=False, qos=self._s.qos))
 
     def publish_health(self, payload: dict[str, Any]) -> None:
         """QoS 0 straight to paho, outside our queue: a health message is stale by the next one."""
         with self._cv:
             ready = self._ready and not self._closing
         if ready:
-            self._client.publish(self.topics["health"], json.dumps(payload), qos=0, retain=False)
+            self._client.publish(self.topics.health, json.dumps(payload), qos=0, retain=False)
 
     def check(self) -> None:
         with self._cv:
@@ -222,7 +223,7 @@ class MqttPublisher:
         if self._pump_thread is not None:
             self._pump_thread.join(left())
             if connected:  # PUBACKs come in order: once `offline` is acknowledged, so is all before it
-                info = self._client.publish(self.topics["availability"], OFFLINE, qos=1, retain=True)
+                info = self._client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
                 try:
                     info.wait_for_publish(left() / 2)
                 except (RuntimeError, ValueError):
@@ -302,7 +303,7 @@ class MqttPublisher:
             if last is not None and not pending and len(self._queue) < self._s.queue_size:
                 self._enqueue(replace(last, repeat=True))  # the broker may have lost the retained state
         _LOG.info("MQTT connected to %s (%s session)", where, "resumed" if flags.session_present else "new")
-        birth = client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
+        birth = client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         with self._cv:  # its PUBACK cannot be handled before this callback returns
             self._birth_mid = birth.mid
         self._send_discovery()

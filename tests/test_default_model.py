@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 from conftest import run_moodmic
+from converter.parity import MAX_UA_DROP, MIN_AGREEMENT
 from edge.bundle import DEFAULT_BUNDLE, load_bundle
 from edge.model import EmotionModel
 from edge.predict import predict_file
@@ -18,9 +19,9 @@ def test_shipped_bundle_is_complete_small_and_passed_the_default_gate():
     assert bundle.path == DEFAULT_BUNDLE
     assert bundle.tflite_path.stat().st_size <= 2 * 1024 * 1024
     conversion = bundle.info["conversion"]
-    assert conversion["gate"] == {"min_agreement": 0.95, "max_ua_drop": 0.01}
-    assert conversion["parity"]["agreement"] >= 0.95
-    assert conversion["parity"]["keras_ua"] - conversion["parity"]["tflite_ua"] <= 0.01
+    assert conversion["gate"] == {"min_agreement": MIN_AGREEMENT, "max_ua_drop": MAX_UA_DROP}
+    assert conversion["parity"]["agreement"] >= MIN_AGREEMENT
+    assert conversion["parity"]["keras_ua"] - conversion["parity"]["tflite_ua"] <= MAX_UA_DROP
     assert "CC BY-NC-SA 4.0" in bundle.info["license"]
 
 
