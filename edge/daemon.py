@@ -19,8 +19,8 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 
 from .config import Settings
-from .errors import TemporaryFault
-from .features import FeatureStream, Window
+from .errors import ConfigError, TemporaryFault
+from .features import FeatureParams, FeatureStream, Window
 from .gate import Gate
 from .model import EmotionModel
 from .notify import Notifier
@@ -32,6 +32,21 @@ _LOG = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.25  # how long one read waits for audio: bounds the reaction to SIGTERM
 END_WAIT_S = 5.0  # at the end of a file, how long to wait for the broker before spooling instead
 LINK_GRACE_S = 2.0  # a publisher not delivering for this long is reported in STATUS= (not the connect at start)
+
+
+def decision_hop_frames(settings: Settings, params: FeatureParams) -> int:
+    """Frames per decision hop: `windows.hop_seconds` must be a whole number of the bundle's frames.
+    The frame hop is a fact of the model bundle, so this is checked once the bundle is loaded, before
+    any audio: a ConfigError (exit 78, which systemd does not restart) naming the nearest valid values."""
+    hop = settings.windows.hop_seconds
+    try:
+        return params.hop_frames(hop)
+    except ValueError:
+        step = params.hop_length / params.sample_rate
+        below, above = max(1, int(hop / step)) * step, (int(hop / step) + 1) * step
+        nearest = " or ".join(f"{v:.6g}" for v in dict.fromkeys((below, above)) if v != hop)
+        raise ConfigError(f"windows.hop_seconds: {hop:g} s is not a whole number of the model's "
+                          f"{step * 1000:g} ms frames; use a multiple of {step:g} s, e.g. {nearest}") from None
 
 
 class Publisher(Protocol):
@@ -101,7 +116,7 @@ class Daemon:
         self.out = out
         self.notifier = notifier or Notifier()
         params = model.bundle.features
-        self.stream = FeatureStream(model.frontend, params.hop_frames(settings.windows.hop_seconds))
+        self.stream = FeatureStream(model.frontend, decision_hop_frames(settings, params))
         self.gate = Gate(settings.gate, params)
         self.smoother = Smoother(model.labels, settings.smoothing, settings.gate)
         self.counters = Counters()

@@ -136,3 +136,17 @@ def test_train_and_convert_without_tensorflow_say_how_to_install_it(tmp_path):
         assert len(lines) == 1 and lines[0].startswith(f"{script}: error: tensorflow not installed"), proc.stderr
         assert "pip install '.[train]'" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_hop_the_bundle_cannot_take_exits_78_before_any_audio(tmp_path):
+    # windows.hop_seconds passes config validation (0.02..60) but must be a whole number of the bundle's
+    # 20 ms frames: checked right after the bundle loads, before the source is opened (it does not exist here).
+    for hop, nearest in (("0.03", "0.02 or 0.04"), ("0.25", "0.24 or 0.26")):
+        config = tmp_path / f"hop{hop}.yaml"
+        config.write_text(f"windows:\n  hop_seconds: {hop}\n")
+        proc = run_moodmic("run", "--config", str(config), "--model", str(TINY_INT8), "--source",
+                           f"file:{tmp_path / 'absent.wav'}", "--mqtt", "off")
+        lines = [line for line in proc.stderr.splitlines() if "INFO" not in line]  # the runtime's own log lines
+        assert proc.returncode == 78 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert lines[0].startswith(f"moodmic: error: windows.hop_seconds: {hop} s is not a whole number of the "
+                                   "model's 20 ms frames") and lines[0].endswith(nearest), lines[0]
