@@ -1,7 +1,7 @@
 """Settings: one frozen dataclass per subsystem; the defaults live here and nowhere else.
 
-`config.yaml` at the repository root documents every key and states exactly these defaults (a test
-checks it). Lookup order: `--config FILE` > `$MOODMIC_CONFIG` > /etc/moodmic/config.yaml > defaults.
+`config.yaml` at the repository root is generated from these dataclasses (edge/config_yaml.py: section
+comments are the class docstrings, key comments the fields' docs; a test keeps the file equal). Lookup order: `--config FILE` > `$MOODMIC_CONFIG` > /etc/moodmic/config.yaml > defaults.
 An unknown key, a wrong type or an out-of-range value is a one-line ConfigError naming the key.
 Window length and every feature parameter come from the model bundle only: the config decides how
 often to decide (the hop), never what a window is.
@@ -33,12 +33,16 @@ def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None 
 
 @dataclass(frozen=True)
 class ModelSettings:
+    """The model bundle (labels, window length and every feature parameter come from it)."""
+
     path: str = _opt("", "model bundle directory; empty = the model shipped with moodmic")
     threads: int = _opt(1, "interpreter threads (1 leaves the Pi's other cores to other services)", min=1, max=16)
 
 
 @dataclass(frozen=True)
 class AudioSettings:
+    """Where audio comes from."""
+
     source: str = _opt("mic", "'mic' (a sound card) or 'file:PATH' (replay a recording)")
     device: str = _opt("", "input device name (substring) or index; empty = the system default")
     capture_rate: int = _opt(0, "capture rate in hertz; 0 = the device's default (resampled to the model's)",
@@ -54,12 +58,16 @@ class AudioSettings:
 
 @dataclass(frozen=True)
 class WindowSettings:
+    """How often to decide. The window length (2.6 s) is the model's, not a setting."""
+
     hop_seconds: float = _opt(1.0, "decide every this many seconds (a multiple of the model's 20 ms frame hop)",
                               min=0.02, max=60.0)
 
 
 @dataclass(frozen=True)
 class GateSettings:
+    """Which windows are classified at all."""
+
     enabled: bool = _opt(True, "skip windows without speech instead of classifying them")
     min_rms_dbfs: float = _opt(-55.0, "windows quieter than this (dBFS) are not classified", min=-120.0, max=0.0)
     vad: bool = _opt(True, "also require voice activity, so music or a vacuum cleaner is not given an emotion")
@@ -68,6 +76,8 @@ class GateSettings:
 
 @dataclass(frozen=True)
 class SmoothingSettings:
+    """How window results become the published state."""
+
     method: str = _opt("ema", "how window probabilities are smoothed", choices=("ema", "mean"))
     windows: int = _opt(3, "windows averaged (mean) or the EMA's span", min=1, max=100)
     min_confidence: float = _opt(0.4, "a new label needs at least this smoothed probability", min=0.0, max=1.0)
@@ -76,6 +86,8 @@ class SmoothingSettings:
 
 @dataclass(frozen=True)
 class MqttSettings:
+    """Publishing to an MQTT broker (Home Assistant's, typically)."""
+
     mode: str = _opt("on", "on: publish, retrying an absent broker; off: print states to stdout; "
                            "auto: the broker if reachable at start, else stdout", choices=("on", "off", "auto"))
     host: str = _opt("localhost", "broker host name or address")
@@ -103,11 +115,15 @@ class MqttSettings:
 
 @dataclass(frozen=True)
 class AppSettings:
+    """The web page (moodmic app)."""
+
     max_upload_mb: int = _opt(100, "largest upload the web page takes, MB", min=1, max=2000)
 
 
 @dataclass(frozen=True)
 class LoggingSettings:
+    """Logging (to stderr, which systemd sends to the journal)."""
+
     level: str = _opt("INFO", "log level", choices=LOG_LEVELS)
 
 

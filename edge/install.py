@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import importlib.resources
 import json
 import os
 import re
@@ -215,57 +214,15 @@ def _checked_user(user: str) -> str:
 
 # --- the config -----------------------------------------------------------------------------------------------
 
-def default_config_text() -> str:
-    """config.yaml from edge.config's own defaults and docs, for an install without the repository's file."""
-    from .config import iter_fields
-
-    lines = [
-        "# moodmic configuration: every key with its default (written by `moodmic install-service`).",
-        "# Lookup: --config FILE > $MOODMIC_CONFIG > /etc/moodmic/config.yaml > built-in defaults.",
-        "# Keep this file 0640 root:moodmic: it may hold secrets (and moodmic refuses one others can read).",
-    ]
-    open_sections: list[str] = []
-    for key, default, doc in iter_fields():
-        *sections, name = key.split(".")
-        common = 0
-        while common < min(len(sections), len(open_sections)) and sections[common] == open_sections[common]:
-            common += 1
-        for depth in range(common, len(sections)):
-            if depth == 0:
-                lines.append("")
-            lines.append(f"{'  ' * depth}{sections[depth]}:")
-        open_sections = sections
-        lines.append(f"{'  ' * len(sections)}{name}: {_yaml_scalar(default)}  # {doc}")
-    return "\n".join(lines) + "\n"
-
-
-def _yaml_scalar(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(value)  # a double-quoted YAML string: "on" stays a string, "" stays empty
-
-
 def config_template(explicit: str | None = None) -> tuple[str, str]:
-    """(text, where it came from): --config FILE, else the documented config.yaml, else the defaults."""
+    """(text, where it came from): --config FILE, else every key with its default (edge.config_yaml)."""
     from .config import load_settings
+    from .config_yaml import render
 
     if explicit:
         load_settings(explicit)  # a bad file is a ConfigError naming the key, before anything is written
         return Path(explicit).read_text(encoding="utf-8"), explicit
-    checkout = Path(__file__).resolve().parents[1]
-    candidates = [importlib.resources.files("edge") / "config.yaml"]  # if a wheel ever ships it
-    if (checkout / "pyproject.toml").is_file():
-        candidates.append(checkout / "config.yaml")
-    for candidate in candidates:
-        if candidate.is_file():
-            try:
-                load_settings(str(candidate))
-            except MoodmicError:
-                continue
-            return candidate.read_text(encoding="utf-8"), str(candidate)
-    return default_config_text(), "the built-in defaults (edge.config)"
+    return render(), "the built-in defaults (edge.config)"
 
 
 # --- where moodmic comes from -----------------------------------------------------------------------------------

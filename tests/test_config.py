@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from conftest import REPO, TINY_INT8, run_moodmic, speechlike, write
+from edge import config_yaml
 from edge.config import ENV_CONFIG, Settings, find_config, iter_fields, load_settings, settings_from_dict
 from edge.errors import EXIT_CONFIG, ConfigError
 
@@ -16,6 +17,10 @@ def flatten(data, prefix=""):
             yield from flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+def test_config_yaml_is_generated_from_edge_config():
+    assert (REPO / "config.yaml").read_text() == config_yaml.render(), "run: python -m edge.config_yaml config.yaml"
 
 
 def test_config_yaml_states_exactly_the_defaults():

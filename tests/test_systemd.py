@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_moodmic
-from edge import __version__, cli, install
+from edge import __version__, cli, config_yaml, install
 from edge.config import Settings, iter_fields, settings_from_dict
 
 ANALYZE = shutil.which("systemd-analyze")
@@ -307,8 +307,9 @@ def test_existing_config_readable_by_others_is_kept_with_a_warning(tmp_path, mon
 
 
 def test_generated_config_documents_every_key_with_its_default():
-    """Without the repository's config.yaml (an installed wheel), the defaults are written from edge.config."""
-    text = install.default_config_text()
+    """An installed wheel has no repository: /etc/moodmic/config.yaml is written from edge.config."""
+    text, origin = install.config_template()
+    assert text == config_yaml.render() and "edge.config" in origin
     assert settings_from_dict(yaml.safe_load(text)) == Settings()
     for key, _, doc in iter_fields():
         name = key.rsplit(".", 1)[-1]
