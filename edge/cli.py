@@ -101,7 +101,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in files:
         try:
-            result = predict_file(model, path, settings.audio.max_file_seconds)
+            result = predict_file(model, path, settings.audio.max_file_seconds, settings.gate)
         except MoodmicError as exc:  # report it and go on: one bad file must not cost the others
             _error(exc)
             status = status or exc.exit_code

@@ -49,6 +49,9 @@ class FileResult:
     probabilities: dict[str, float]
     windows: int  # how many windows were averaged
     per_window: tuple[WindowResult, ...] = ()
+    # Is there anything to classify? The model gives near-silence or noise an emotion too ("sad 0.3"):
+    speech_windows: int = 0  # how many of the windows the daemon's gate (gate.* settings) would pass
+    max_rms_dbfs: float = float("nan")  # loudness of the loudest window: the file's speech level
 
     def to_dict(self, with_windows: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -57,6 +60,8 @@ class FileResult:
             "confidence": round(self.confidence, PROB_DECIMALS),
             "probabilities": self.probabilities,
             "windows": self.windows,
+            "speech_windows": self.speech_windows,
+            "max_rms_dbfs": round(self.max_rms_dbfs, DB_DECIMALS),
         }
         if with_windows:
             out["per_window"] = [w.to_dict() for w in self.per_window]

@@ -34,7 +34,7 @@ def test_predict_prints_one_json_line_per_file_in_the_result_schema(tmp_path):
     assert [r["path"] for r in lines] == [str(a), str(b)]
     labels = list(EmotionModel.load(TINY_INT8).labels)
     for r in lines:
-        assert list(r) == ["path", "label", "confidence", "probabilities", "windows"]
+        assert list(r) == ["path", "label", "confidence", "probabilities", "windows", "speech_windows", "max_rms_dbfs"]
         assert list(r["probabilities"]) == labels
         assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
         assert r["confidence"] == r["probabilities"][r["label"]]
@@ -150,3 +150,23 @@ def test_a_hop_the_bundle_cannot_take_exits_78_before_any_audio(tmp_path):
         assert proc.returncode == 78 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert lines[0].startswith(f"moodmic: error: windows.hop_seconds: {hop} s is not a whole number of the "
                                    "model's 20 ms frames") and lines[0].endswith(nearest), lines[0]
+
+
+def test_predict_tells_nothing_there_from_speech(tmp_path):
+    # The model gives near-silence an emotion too (dithered silence: "sad 0.27"); the result says there
+    # was nothing to classify: no window the daemon's gate would pass, and the loudest window's level.
+    rng = np.random.default_rng(0)
+    dither = write(tmp_path / "dither.wav", rng.integers(-1, 2, 4 * SR).astype(np.int16), subtype="PCM_16")  # -96 dBFS
+    noise = rng.standard_normal(4 * SR)
+    noise = write(tmp_path / "noise.wav", (noise * 10 ** (-60 / 20) / np.sqrt(np.mean(noise**2))).astype(np.float32))
+    proc = run_moodmic("predict", "--model", str(TINY_INT8), "--sample", str(dither), str(noise))
+    assert proc.returncode == 0, proc.stderr
+    quiet, hiss, sample = (json.loads(line) for line in proc.stdout.splitlines())
+    assert quiet["speech_windows"] == 0 and quiet["max_rms_dbfs"] < -85 and quiet["windows"] == 2
+    assert hiss["speech_windows"] == 0 and abs(hiss["max_rms_dbfs"] + 60) < 0.5
+    assert sample["speech_windows"] >= sample["windows"] - 1 and -35 < sample["max_rms_dbfs"] < -10  # real speech
+    # the count is the configured gate's: switched off, every window passes
+    config = tmp_path / "c.yaml"
+    config.write_text("gate:\n  enabled: false\n")
+    proc = run_moodmic("predict", "--config", str(config), "--model", str(TINY_INT8), str(dither))
+    assert json.loads(proc.stdout)["speech_windows"] == 2
