@@ -17,6 +17,9 @@ and the web page read it (`load_bundle`). Format, version 1:
     created_utc, moodmic_version, license
     conversion       free-form: mode, parity figures (converter)
     training         free-form: data, split with actor lists, seed, metrics (trainer)
+
+Tensor specs (TensorSpec) are the interpreter wrapper's (edge/interpreter.py), which reads them from
+the model; the bundle records them. The dependency points one way: bundle -> interpreter.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 from . import __version__
 from .errors import BundleError
 from .features import FeatureParams
+from .interpreter import TensorSpec, TFLiteModel
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.tflite"
@@ -38,27 +42,6 @@ META_FILE = "model.json"
 INPUT_LAYOUT = "time_mel"  # (batch, time, mel): Conv1D runs over time
 OUTPUT_KINDS = ("probabilities", "logits")
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Shape, dtype and (for integer tensors) the affine quantization of a model tensor."""
-
-    shape: tuple[int, ...]
-    dtype: str  # numpy dtype name: float32, int8, uint8
-    scale: float = 0.0  # real = (q - zero_point) * scale; 0 for float tensors
-    zero_point: int = 0
-
-    @property
-    def quantized(self) -> bool:
-        return self.dtype in ("int8", "uint8", "int16")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "dtype": self.dtype, "scale": self.scale, "zero_point": self.zero_point}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TensorSpec":
-        return cls(tuple(int(n) for n in data["shape"]), str(data["dtype"]), float(data["scale"]), int(data["zero_point"]))
 
 
 @dataclass(frozen=True)
@@ -199,13 +182,12 @@ def write_bundle(
     conversion: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
 ) -> Bundle:
-    """Write model.tflite + model.json; tensor specs are read from the model itself, then verified.
+    """Write model.tflite + model.json; tensor specs are read from the model itself (by the interpreter
+    wrapper the daemon uses), then verified.
 
     Writes into a temporary sibling directory and renames it into place, so a crash never leaves
     a half-written bundle where the daemon looks.
     """
-    from .interpreter import TFLiteModel  # the wrapper the daemon uses reads the tensor specs
-
     out_dir = Path(out_dir)
     model = TFLiteModel(tflite)
     tmp = out_dir.with_name(out_dir.name + ".tmp")

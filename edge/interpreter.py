@@ -2,21 +2,46 @@
 
 Runtime preference: ai-edge-litert (maintained, wheels for x86-64 and aarch64), then the deprecated
 tflite-runtime, then TensorFlow's `tf.lite` as a lazy last resort (never imported otherwise).
+
+TensorSpec (a tensor's shape, dtype and quantization) lives here, where tensors are read; the bundle
+(edge/bundle.py) imports it to record them, so the dependency points one way: bundle -> interpreter.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .bundle import TensorSpec
 from .errors import BundleError, ConfigError
 
 _LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape, dtype and (for integer tensors) the affine quantization of a model tensor."""
+
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: float32, int8, uint8
+    scale: float = 0.0  # real = (q - zero_point) * scale; 0 for float tensors
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype in ("int8", "uint8", "int16")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype, "scale": self.scale, "zero_point": self.zero_point}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TensorSpec":
+        return cls(tuple(int(n) for n in data["shape"]), str(data["dtype"]), float(data["scale"]), int(data["zero_point"]))
+
 
 _RUNTIMES = (
     ("ai_edge_litert.interpreter", "ai-edge-litert"),
