@@ -12,7 +12,21 @@ from . import __version__
 from .config import LOG_LEVELS
 from .errors import EXIT_OK, MoodmicError, UsageError
 
-SAMPLE = Path(__file__).resolve().parent / "samples" / "speech.flac"  # synthetic speech (espeak-ng)
+SAMPLE = Path(__file__).resolve().parent / "samples" / "speech.flac"  # one RAVDESS recording (samples/README.md)
+SAMPLE_FACTS = SAMPLE.with_suffix(".json")  # what it is: actor, emotion, license; the one place that says so
+
+
+def sample_note(bundle) -> str:
+    """What the bundled sample is, and whether `bundle`'s model heard its actor, for a line next to the result."""
+    facts = json.loads(SAMPLE_FACTS.read_text(encoding="utf-8"))
+    split = ((bundle.info.get("training") or {}).get("split") or {}) if isinstance(bundle.info, dict) else {}
+    sides = {side: set((split.get(side) or {}).get("actors") or ()) for side in ("train", "val", "test")}
+    heard = ("an actor the model heard in training" if facts["actor"] in sides["train"]
+             else "an actor the model never heard (a test actor)" if facts["actor"] in sides["test"]
+             else "an actor the model saw only for validation" if facts["actor"] in sides["val"]
+             else "the model's bundle does not say whether it heard this actor")
+    return (f"{SAMPLE.name} is {facts['corpus']} actor {facts['actor']}, {facts['emotion']} "
+            f"({facts['intensity']}, \"{facts['statement']}\"); {heard}")
 
 
 def _common(default: object = None) -> argparse.ArgumentParser:
@@ -100,6 +114,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = EmotionModel.load(args.model or settings.model.path or None, threads=settings.model.threads)
     status = EXIT_OK
     for path in files:
+        if path == str(SAMPLE):
+            print(f"moodmic: {sample_note(model.bundle)}", file=sys.stderr, flush=True)
         try:
             result = predict_file(model, path, settings.audio.max_file_seconds, settings.gate)
         except MoodmicError as exc:  # report it and go on: one bad file must not cost the others
@@ -130,6 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = EmotionModel.load(args.model or settings.model.path or None, threads=settings.model.threads)
     decision_hop_frames(settings, model.bundle.features)  # a config that cannot fit this bundle: exit 78 before any audio
+    if args.sample:
+        print(f"moodmic: {sample_note(model.bundle)}", file=sys.stderr, flush=True)
     source = open_source(audio.source, model.bundle.features.sample_rate, device=audio.device,
                          capture_rate=audio.capture_rate, block_seconds=audio.block_seconds,
                          queue_seconds=audio.queue_seconds, fast=args.fast)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -71,7 +72,38 @@ def test_cli_equals_the_one_whole_file_function(tmp_path):
 def test_bundled_sample_is_found_by_the_installed_package():
     proc = run_moodmic("predict", "--sample", "--model", str(TINY_INT8))
     result = json.loads(proc.stdout)
-    assert proc.returncode == 0 and result["path"].endswith("samples/speech.flac") and result["windows"] == 3
+    assert proc.returncode == 0 and result["path"].endswith("samples/speech.flac") and result["windows"] == 2
+    # a bundle without a training record: the note says what the sample is, and that it cannot say more
+    assert "speech.flac is RAVDESS actor 08, happy" in proc.stderr and "does not say whether it heard" in proc.stderr
+
+
+def test_the_sample_is_the_ravdess_clip_its_facts_name():
+    import hashlib
+
+    from edge.cli import SAMPLE, SAMPLE_FACTS
+
+    facts = json.loads(SAMPLE_FACTS.read_text())
+    assert SAMPLE.stat().st_size <= 200 * 1024 and hashlib.sha256(SAMPLE.read_bytes()).hexdigest() == facts["sha256"]
+    # RAVDESS names encode the labels: 03-VC-EE-II-SS-RR-AA (../shared/data/ravdess/README.md)
+    _, channel, emotion, intensity, statement, _, actor = Path(facts["ravdess_file"]).stem.split("-")
+    emotions = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+    assert (channel, emotions[int(emotion) - 1], actor) == ("01", facts["emotion"], facts["actor"])
+    assert facts["license"] == "CC BY-NC-SA 4.0" and "10.1371/journal.pone.0196391" in facts["attribution"]
+
+
+def test_the_sample_demo_with_the_shipped_model_says_what_it_is_and_gets_it_right():
+    facts = json.loads((REPO / "edge" / "samples" / "speech.json").read_text())
+    note = f"moodmic: speech.flac is RAVDESS actor {facts['actor']}, {facts['emotion']} ("
+    proc = run_moodmic("predict", "--sample")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["label"] == facts["emotion"] and result["confidence"] > 0.9, result
+    assert result["speech_windows"] == result["windows"]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("moodmic:")]
+    assert len(lines) == 1 and lines[0].startswith(note) and lines[0].endswith("an actor the model heard in training")
+    proc = run_moodmic("run", "--sample", "--fast", "--mqtt", "off")
+    states = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0 and [s["label"] for s in states] == [facts["emotion"]], proc.stderr
+    assert note in proc.stderr
 
 
 def test_real_ravdess_clip(ravdess):
