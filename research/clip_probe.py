@@ -1,8 +1,8 @@
-"""A linear probe of pooled clip features, per fold (recipes/yamnet_probe.py, recipes/whisper_probe.py).
+"""A linear probe of pooled clip features, per fold (research/yamnet_probe.py, research/whisper_probe.py).
 
 A pretrained model can teach the shipped model's students only if it reads emotion better, on
 actors it never heard, than the recipe's fold ensembles already do. The test of that: per fold of
-recipes/folds.json, a logistic regression (standardised inputs, L2 strength C) fitted on the fold's 14
+trainer/recipe/folds.json, a logistic regression (standardised inputs, L2 strength C) fitted on the fold's 14
 training actors' clips, scored as whole clips on its 2 validation actors (where one would choose) and
 its 4 test actors (reported only).
 """
@@ -20,7 +20,7 @@ from trainer.crossval import fold_stats
 from trainer.evaluate import metrics
 
 GROUPS = ("all", "speech", "song")
-FOLDS = Path(__file__).with_name("folds.json")
+FOLDS = Path(__file__).resolve().parents[1] / "trainer" / "recipe" / "folds.json"  # the shipped recipe's folds
 
 
 def pooled(x: np.ndarray) -> np.ndarray:
@@ -94,7 +94,7 @@ def write_report(out: Path, stem: str, title: str, model: dict, folds: list[int]
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     lines = [f"# {title}", "",
              f"`{model['file']}` ({model['bytes']} bytes, sha256 {model['sha256']}); a logistic regression per "
-             "fold on the 14 training actors' clips; UA mean +- sd over the 5 folds of recipes/folds.json. "
+             "fold on the 14 training actors' clips; UA mean +- sd over the 5 folds of trainer/recipe/folds.json. "
              "Choose on validation; test is reported only.", "",
              "| layer | C | validation UA all / speech / song | test UA all / speech / song |", "|---|---|---|---|"]
     for r in rows:

@@ -1,6 +1,6 @@
-"""Does a small pretrained speech embedding add to the recipe's fold ensembles? (MODEL_CARD.md, "Variants tried")
+"""Does a small pretrained speech embedding add to the recipe's fold ensembles? (research/VARIANTS.md)
 
-    python recipes/embedding_probe.py MEMBERS_DIR --models OWW_MODELS --out OUT [--refit REFIT_MEMBERS]
+    python research/embedding_probe.py MEMBERS_DIR --models OWW_MODELS --out OUT [--refit REFIT_MEMBERS]
         [--windows HOP_S] [--gain-db DB]
 
 The embedding: Google's speech_embedding (trained for keyword spotting on a large multi-speaker
@@ -36,7 +36,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from clip_probe import pooled  # recipes/, first on sys.path when run as a script
+from clip_probe import pooled  # research/, first on sys.path when run as a script
 
 from edge.audio import load_audio
 from edge.features import FeatureParams, Frontend, file_windows
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
                 for what, w in (("probe", 1.0), ("fused", best["w"]))}}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "embedding_probe.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    lines = ["# Speech-embedding probe (recipes/embedding_probe.py)", "",
+    lines = ["# Speech-embedding probe (research/embedding_probe.py)", "",
              f"Fold ensembles: `{a.members}`; features pooled {summary['pooled']}; UA means over folds "
              f"{summary['folds']}. w = 0: the ensemble alone; "
              "w = 1: the probe alone. Choose on validation; test is reported only.", "",

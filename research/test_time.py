@@ -1,6 +1,6 @@
-"""Test-time options on finished cross-validations, without training anything (MODEL_CARD.md, "Variants tried").
+"""Test-time options on finished cross-validations, without training anything (research/VARIANTS.md).
 
-    python recipes/test_time.py CV_DIR [CV_DIR ...] --out OUT [--eval-hop SECONDS]
+    python research/test_time.py CV_DIR [CV_DIR ...] --out OUT [--eval-hop SECONDS]
 
 CV_DIR: `moodmic-train cv` or `members` folders of the same folds (several: their fold models' logits
 averaged, e.g. two five-model recipes as one ten-model ensemble). Every fold's validation and test

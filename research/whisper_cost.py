@@ -1,12 +1,12 @@
-"""What would Whisper's encoder cost on the device? (MODEL_CARD.md, "Variants tried", variant 23)
+"""What would Whisper's encoder cost on the device? (research/VARIANTS.md, variant 23)
 
-    python recipes/whisper_cost.py MODEL_BIN --out OUT [--depth 3] [--invokes 50]
+    python research/whisper_cost.py MODEL_BIN --out OUT [--depth 3] [--invokes 50]
 
 The Whisper probe reads speech best at depth 3 of Whisper base's encoder; shipping it means running
 the encoder that far on every device window. This builds that part (the two convolutions, the
 positions and `--depth` transformer layers, then each channel's mean and standard deviation over the
 window: the probe's input) as a TensorFlow graph from the same model.bin, checks it against
-recipes/whisper_encoder.py on a real clip's window, converts it to TFLite as `moodmic-convert`
+research/whisper_encoder.py on a real clip's window, converts it to TFLite as `moodmic-convert`
 does (float32, and dynamic range: int8 weights), and times each on one thread with LiteRT
 (edge.bench_rows.time_invokes, as BENCHMARKS.md times its graphs), next to moodmic's default model
 timed the same way in the same run. Input: Whisper's 80-band log-mel of one device window
@@ -22,8 +22,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from clip_probe import pooled  # recipes/, first on sys.path when run as a script
-from whisper_encoder import HOP, RATE, WhisperEncoder, log_mel  # recipes/, first on sys.path when run as a script
+from clip_probe import pooled  # research/, first on sys.path when run as a script
+from whisper_encoder import HOP, RATE, WhisperEncoder, log_mel  # research/, first on sys.path when run as a script
 
 from edge.audio import load_audio
 from edge.bench import machine
@@ -127,10 +127,10 @@ def main(argv: list[str] | None = None) -> None:
                "window_seconds": frames * HOP / RATE, "machine": f"{host['cpu']}, {host['cores']} cores",
                "rows": rows}
     (a.out / "whisper_cost.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    lines = ["# Whisper base's encoder to depth %d on one device window (recipes/whisper_cost.py)" % a.depth, "",
+    lines = ["# Whisper base's encoder to depth %d on one device window (research/whisper_cost.py)" % a.depth, "",
              f"{params / 1e6:.1f} M parameters; input {frames} Whisper mel frames ({frames * HOP / RATE:.2f} s); "
              f"output mean and deviation at depth {a.depth}. LiteRT, 1 thread; {summary['machine']}. "
-             "Difference: largest absolute difference from recipes/whisper_encoder.py's pooled output "
+             "Difference: largest absolute difference from research/whisper_encoder.py's pooled output "
              f"(largest value {rows[0]['reference_scale']:.2f}).", "",
              "| graph | size | M MACs | ms per window (wall, median) | ms per window (CPU, median) | difference |",
              "|---|---|---|---|---|---|"]

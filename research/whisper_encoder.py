@@ -1,4 +1,4 @@
-"""Whisper's audio encoder in NumPy, from a CTranslate2 model.bin (recipes/whisper_probe.py's teacher).
+"""Whisper's audio encoder in NumPy, from a CTranslate2 model.bin (research/whisper_probe.py's teacher).
 
 Whisper (Radford et al. 2022, github.com/openai/whisper, MIT) reads 80-band log-mel at 100 frames a
 second through two convolutions and a stack of pre-norm transformer layers. faster-whisper ships its

@@ -1,6 +1,6 @@
-"""Is YAMNet a teacher worth distilling from? (MODEL_CARD.md, "Variants tried")
+"""Is YAMNet a teacher worth distilling from? (research/VARIANTS.md)
 
-    python recipes/yamnet_probe.py YAMNET_TFLITE --out OUT [--data ../shared/data/ravdess]
+    python research/yamnet_probe.py YAMNET_TFLITE --out OUT [--data DIR]
 
 YAMNet (Plakal & Ellis, tensorflow/models research/audioset/yamnet, Apache 2.0): a MobileNet v1 of
 3.7 M parameters trained on AudioSet's 521 sound classes, from 0.96 s patches of its own 64-band
@@ -10,7 +10,7 @@ read; it needs no TensorFlow, only the LiteRT interpreter the edge install alrea
 
 Per clip: a patch every 0.48 s (YAMNet's own hop), each patch's activations of a few layers averaged
 over time and frequency, then the clip's mean and standard deviation over its patches. Per fold of
-recipes/folds.json: a logistic regression (standardised inputs, L2 strength C) fitted on the fold's 14
+trainer/recipe/folds.json: a logistic regression (standardised inputs, L2 strength C) fitted on the fold's 14
 training actors, scored on its 2 validation and 4 test actors as whole clips. Nothing is fused and
 nothing ships: a teacher for the shipped model's students would have to read emotion better, on
 actors it never heard, than the recipe's fold ensembles already do. Writes OUT/yamnet_probe.json and
@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import load_audio
+from edge.data_path import DATA_HELP, data_dir
 from trainer.corpus import load_corpus
-from clip_probe import model_record, pooled_features, probe_rows, write_report  # recipes/, first on sys.path when run as a script
+from clip_probe import model_record, pooled_features, probe_rows, write_report  # research/, first on sys.path when run as a script
 
 RATE, PATCH, STEP = 16000, 15600, 7680  # YAMNet's input: 0.975 s of 16 kHz audio, a patch every 0.48 s
 LAYERS = ("layer6", "layer10", "layer12", "embedding", "scores")  # shallow to deep; "embedding": the 1024 pooled values
@@ -84,13 +85,13 @@ def features(corpus, model: Path, cache: Path) -> dict[str, np.ndarray]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("yamnet", type=Path, help="a YAMNet .tflite that keeps the Keras layer names")
-    ap.add_argument("--data", default="../shared/data/ravdess")
+    ap.add_argument("--data", default=str(data_dir()), help=f"the corpus; default {DATA_HELP}")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     corpus = load_corpus(a.data)
     x = features(corpus, a.yamnet, a.out / "features.npz")
     folds, rows = probe_rows(x, corpus.usable, CS)
-    write_report(a.out, "yamnet_probe", "YAMNet probe (recipes/yamnet_probe.py)", model_record(a.yamnet), folds, rows)
+    write_report(a.out, "yamnet_probe", "YAMNet probe (research/yamnet_probe.py)", model_record(a.yamnet), folds, rows)
 
 
 if __name__ == "__main__":

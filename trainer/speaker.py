@@ -5,8 +5,7 @@ the voice that spoke it, so a deep or bright voice, a microphone's tilt and the 
 removed while what differs from that voice's average (louder, brighter, tenser speech) stays.
 The trainer takes a speaker's mean over the speech frames of all their recordings (labels unused).
 A device could only learn a running mean over whoever it hears, so the edge frontend does not apply
-it and the converter refuses such a run; it was cross-validated and not kept (the model card's
-"Variants tried").
+it and the converter refuses such a run; it was cross-validated and not kept (research/VARIANTS.md).
 
 Speech frames are those whose mean mel power is at least SPEECH_FRAME_DB: pauses and the floor do
 not pull the mean down, so it does not depend on how much silence a recording holds.

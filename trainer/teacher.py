@@ -1,6 +1,6 @@
 """Soft labels from a teacher, for distillation (`--teacher FILE --teacher-weight W`).
 
-A teacher file (.npz; recipes/whisper_probe.py --teacher writes one) holds, for every set of training
+A teacher file (.npz; research/whisper_probe.py --teacher writes one) holds, for every set of training
 actors a recipe trains on (each fold's training side, the same with its validation actors for a
 refit, all actors for the final model), every clip's class probabilities from a teacher that never
 heard that clip's actor: fitted on the set's other actors (cross-fitting). A training window's
@@ -38,7 +38,7 @@ def soft_labels(path: Path, clips: list[Clip], labels: tuple[str, ...], song: bo
         z = np.load(path)
         names, file_labels = list(z["names"]), tuple(z["labels"])
     except (OSError, ValueError, KeyError) as e:
-        raise UsageError(f"--teacher {path}: not a teacher file ({e}); write one with recipes/whisper_probe.py --teacher") from None
+        raise UsageError(f"--teacher {path}: not a teacher file ({e}); write one with research/whisper_probe.py --teacher") from None
     if file_labels != tuple(labels):
         raise UsageError(f"--teacher {path}: its classes {', '.join(file_labels)} are not this corpus's "
                          f"{', '.join(labels)}; write it for this corpus")
@@ -46,7 +46,7 @@ def soft_labels(path: Path, clips: list[Clip], labels: tuple[str, ...], song: bo
     key = side_key(actors)
     if key not in z.files:
         raise UsageError(f"--teacher {path}: no soft labels for training actors {', '.join(actors)}; "
-                         "write it for this split's folds (recipes/folds.json) or drop --teacher")
+                         "write it for this split's folds (trainer/recipe/folds.json) or drop --teacher")
     index = {n: i for i, n in enumerate(names)}
     missing = [c.name for c in clips if c.name not in index]
     if missing:

@@ -2,7 +2,7 @@
 shipped model is, then scored on its fold's test actors through the LiteRT interpreter
 (edge.model.EmotionModel, whole files, sliding windows), next to the float model's figure.
 
-    python recipes/converted_cv.py CV_DIR OUT [--mode dynamic]
+    python trainer/recipe/converted_cv.py CV_DIR OUT [--mode dynamic]
 
 CV_DIR: a `moodmic-train cv`, `refit` or `members` folder (its finished fold-K/ runs). OUT gets fold-K/
 bundles and evaluations, converted_cv.json and converted_cv.md. Resumable: finished folds are kept. Each

@@ -1,7 +1,7 @@
 #!/bin/sh
-# The shipped default model (issue 8), one command:   sh recipes/default_model.sh [OUT]
+# The shipped default model (issue 8), one command:   sh trainer/recipe/default_model.sh [OUT]
 #
-# 1. 5-fold cross-validation by actor over RAVDESS actors 01-20 (folds: recipes/folds.json, seed 0;
+# 1. 5-fold cross-validation by actor over RAVDESS actors 01-20 (folds: trainer/recipe/folds.json, seed 0;
 #    validation actors from each fold's training side stop training and pick the epoch), five
 #    times, with init seeds 0-4 (same folds, same augmented copies, other weights and crops). Spoken
 #    training windows are warped in frequency by 1 +- 0.1 (--freq-warp, VTLP-style), sung ones not
@@ -18,27 +18,38 @@
 #    median learning rate per epoch; the five averaged in one graph, carrying step 4's figure,
 #    converted dynamic-range with the parity gate on the training side, logits + temperature in the bundle.
 # 6. Float vs converted on the same folds: each fold's refitted ensemble converted the same way and
-#    scored on its test actors by the LiteRT interpreter (recipes/converted_cv.py).
+#    scored on its test actors by the LiteRT interpreter (trainer/recipe/converted_cv.py).
 # Every step is resumable: run it again after an interruption (finished folds and members are kept).
+# --dry-run prints the commands without running them; $DATA names the corpus (default: moodmic-train's).
+# Its results, as committed: trainer/recipe/results/ (README.md there says what each file is).
 # Two cores: run step 1's seeds as separate commands, one per core (OMP_NUM_THREADS=1), then this; the
 # same for step 4 (`moodmic-train refit OUT/cv-S --out OUT/refit-S [--fold K]`) and step 5
 # (`moodmic-train final OUT/members --out OUT/final --member I`).
 set -eu
+case "${1:-}" in
+  -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  -n|--dry-run) DRY=1; shift ;;
+  -*) echo "usage: sh $0 [--dry-run] [OUT]" >&2; exit 2 ;;
+esac
+HERE=$(dirname "$0")
 OUT=${1:-runs/default-model}
-DATA=${DATA:-../shared/data/ravdess}
-RECIPE="--data $DATA --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --band-mean --freq-warp 0.1 --no-freq-warp-song --logits"
+# The corpus: $DATA if set, else moodmic-train's default ($MOODMIC_DATA, else ../shared/data/ravdess).
+RECIPE="${DATA:+--data $DATA }--seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --band-mean --freq-warp 0.1 --no-freq-warp-song --logits"
+# run CMD...: the command, or with --dry-run only its line (nothing is read, trained or written)
+run() { if [ "${DRY:-0}" = 1 ]; then echo "$*"; else "$@"; fi; }
+done_or() { [ "${DRY:-0}" != 1 ] && [ -f "$1" ]; }
 for s in 0 1 2 3 4; do
-    nice -n 5 moodmic-train cv $RECIPE --init-seed $s --out "$OUT/cv-$s"
+    run nice -n 5 moodmic-train cv $RECIPE --init-seed $s --out "$OUT/cv-$s"
 done
-[ -f "$OUT/members/cv_summary.json" ] || moodmic-train members "$OUT/cv-0" "$OUT/cv-1" "$OUT/cv-2" "$OUT/cv-3" "$OUT/cv-4" \
-    --out "$OUT/members" --eval-hop 0.2
-[ -f "$OUT/members/calibration.json" ] || moodmic-train calibrate "$OUT/members"
+done_or "$OUT/members/cv_summary.json" || run moodmic-train members "$OUT/cv-0" "$OUT/cv-1" "$OUT/cv-2" "$OUT/cv-3" \
+    "$OUT/cv-4" --out "$OUT/members" --eval-hop 0.2
+done_or "$OUT/members/calibration.json" || run moodmic-train calibrate "$OUT/members"
 for s in 0 1 2 3 4; do
-    nice -n 5 moodmic-train refit "$OUT/cv-$s" --out "$OUT/refit-$s"
+    run nice -n 5 moodmic-train refit "$OUT/cv-$s" --out "$OUT/refit-$s"
 done
-[ -f "$OUT/refit-members/cv_summary.json" ] || moodmic-train members "$OUT/refit-0" "$OUT/refit-1" "$OUT/refit-2" \
+done_or "$OUT/refit-members/cv_summary.json" || run moodmic-train members "$OUT/refit-0" "$OUT/refit-1" "$OUT/refit-2" \
     "$OUT/refit-3" "$OUT/refit-4" --out "$OUT/refit-members" --eval-hop 0.2
-nice -n 5 moodmic-train final "$OUT/members" --out "$OUT/final" --refit "$OUT/refit-members"
-moodmic-convert "$OUT/final" --out "$OUT/bundle" --mode dynamic --parity-side train \
+run nice -n 5 moodmic-train final "$OUT/members" --out "$OUT/final" --refit "$OUT/refit-members"
+run moodmic-convert "$OUT/final" --out "$OUT/bundle" --mode dynamic --parity-side train \
     --calibration "$OUT/members/calibration.json" --name moodmic-cnnx5warpspeech-dynamic
-python recipes/converted_cv.py "$OUT/refit-members" "$OUT/converted"
+run python "$HERE/converted_cv.py" "$OUT/refit-members" "$OUT/converted"
