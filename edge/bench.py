@@ -1,4 +1,4 @@
-"""`moodmic bench`: cost per window, memory and start-up of moodmic against the stack it replaces.
+"""`moodmic bench`: cost per window, memory and start-up of the edge runtime, measured where it runs.
 
 Rows (each measured in its own fresh process, one thread everywhere, warm-up excluded, over many
 windows of real speech, gate off):
@@ -9,8 +9,11 @@ windows of real speech, gate off):
   5. moodmic frontend + LiteRT int8 (full integer)
   6. the whole daemon: `moodmic run --source file:... --fast --mqtt off` on minutes of speech
 
-Rows 1-2 (and the float32/int8 conversions for rows 3 and 5) need the `train` extra (TensorFlow);
-without it they are skipped with a note. Rows 4 and 6 need only the edge install.
+This command measures the device rows with the edge install alone: 4 and 6 (and 3 and 5 when given
+a float32 or int8 model, e.g. bundles written by `moodmic-convert --mode float32|int8`). Rows 1-2
+and the conversions for rows 3 and 5 need TensorFlow: the desktop command `moodmic-bench` (the bench
+package, the train extra) measures every row, using this module for the device rows; here they are
+listed as desktop rows.
 
 Per-window cost is reported as CPU time of the measuring process (robust to a busy machine) and as
 wall time; the machine's load average is written beside the results.
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -32,18 +34,31 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .bench_report import previous_aarch64, render, summary
+from .bench_rows import vm_hwm_mb
+from .data_path import DATA_HELP, data_dir
+from .errors import UsageError
 
-HELP = "measure cost per window, memory and start-up against the upstream stack; write BENCHMARKS.md"
+HELP = "measure cost per window, memory and start-up of the edge runtime on this machine; write BENCHMARKS.md"
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "ravdess"
 AARCH64_RESULT = Path("/var/cache/moodmic-aarch64/last-result.md")
-NO_TF_ENV = "MOODMIC_BENCH_NO_TF"
 ROW_TIMEOUT_S = 1800
+DEVICE_ROWS_MODULE = "edge.bench_rows"
+TITLES = {
+    "1": "upstream: librosa load + melspectrogram + power_to_db, Keras `model.predict`",
+    "2": "upstream features, Keras `model(x, training=False)`",
+    "3": "moodmic frontend + LiteRT float32",
+    "4": "moodmic frontend + LiteRT dynamic-range (**shipped bundle**)",
+    "5": "moodmic frontend + LiteRT int8",
+    "6": "the daemon: `moodmic run --source file:... --fast --mqtt off`, gate off",
+}
+CONVERTED_ROWS = {"3": "float32", "5": "int8"}  # row -> the conversion of the seed model it times
+DESKTOP_ROW = "skipped: a desktop row, `moodmic-bench` measures it (the train extra: TensorFlow)"
 THREAD_ENV = {
     "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1",
     "VECLIB_MAXIMUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
@@ -53,20 +68,20 @@ PACKAGES = ("numpy", "soundfile", "soxr", "ai-edge-litert", "tflite-runtime", "t
             "keras-self-attention", "librosa", "numba")
 
 
-def configure_parser(p: argparse.ArgumentParser) -> None:
+def configure_parser(p: argparse.ArgumentParser, given_models: bool = True) -> None:
+    """The options of `moodmic bench`; `moodmic-bench` takes them without --float32/--int8 (it converts the
+    seed model itself) and adds its own."""
     p.add_argument("--quick", action="store_true",
                    help="check that the command works: few windows, 30 s of audio for the daemon (no meaningful timings)")
-    p.add_argument("--run", metavar="RUN_DIR", type=Path,
-                   help="trainer run directory of the seed architecture for rows 1-3 and 5 (default: a freshly "
-                        "initialised seed model; cost does not depend on the weights)")
     p.add_argument("--out", metavar="FILE", type=Path, default=Path("BENCHMARKS.md"), help="report (default BENCHMARKS.md)")
     p.add_argument("--minutes", type=float, help="minutes of speech for the daemon row (default 10; --quick 0.5)")
     p.add_argument("--windows", type=int, help="measured windows per row 1-5 (default 300; --quick 12)")
     p.add_argument("--model", metavar="DIR", help="bundle for rows 4 and 6 (default: the shipped model)")
-    p.add_argument("--data", metavar="DIR", type=Path,
-                   help=f"RAVDESS folder (default $MOODMIC_DATA, else {DEFAULT_DATA})")
-    p.add_argument("--no-tensorflow", action="store_true",
-                   help=f"skip the rows that need TensorFlow, as without the train extra (also ${NO_TF_ENV}=1)")
+    for key, mode in CONVERTED_ROWS.items() if given_models else ():
+        p.add_argument(f"--{mode}", metavar="PATH", type=Path,
+                       help=f"row {key} on this machine: a {mode} .tflite or bundle directory (e.g. moodmic-convert "
+                            f"--mode {mode}); without it the row is left to the desktop command")
+    p.add_argument("--data", metavar="DIR", type=Path, help=f"RAVDESS folder (default {DATA_HELP})")
     p.add_argument("--json", metavar="FILE", type=Path, help="also write the results as JSON")
     p.add_argument("--aarch64-result", metavar="FILE", type=Path,
                    help=f"last result of scripts/aarch64_check.sh to include (default {AARCH64_RESULT} if present, "
@@ -91,20 +106,7 @@ class Child:
 
 
 def child_env() -> dict[str, str]:
-    env = {**os.environ, **THREAD_ENV}
-    env.pop(NO_TF_ENV, None)
-    return env
-
-
-def vm_hwm_mb(pid: int | str = "self") -> float | None:
-    """Peak resident set of the process's current address space (VmHWM), in MB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError):
-        pass
-    return None
+    return {**os.environ, **THREAD_ENV}
 
 
 class _PeakWatcher(threading.Thread):
@@ -156,16 +158,6 @@ def run_child(cmd: list[str], timeout: float = ROW_TIMEOUT_S, cwd: Path | None =
     # A row reports its own VmHWM at its very end (exact); for other commands the last poll is used.
     peak = (result or {}).get("vm_hwm_mb") or watcher.peak
     return Child(proc.returncode, wall, usage.ru_utime + usage.ru_stime, peak, result, stderr, started, load)
-
-
-def tensorflow_available(args: argparse.Namespace) -> tuple[bool, str]:
-    if args.no_tensorflow or os.environ.get(NO_TF_ENV, "") not in ("", "0"):
-        return False, f"TensorFlow treated as absent (--no-tensorflow or ${NO_TF_ENV})"
-    missing = [m for m in ("tensorflow", "tf_keras", "keras_self_attention", "librosa", "trainer", "converter")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        return False, f"not installed: {', '.join(missing)} (pip install 'moodmic[train]')"
-    return True, ""
 
 
 def machine() -> dict[str, Any]:
@@ -273,26 +265,16 @@ class Row:
         return not self.skipped and self.child is not None and self.child.rc == 0 and bool(self.data)
 
 
-def measure_row(spec: dict[str, Any], work: Path, name: str) -> tuple[Child, dict[str, Any]]:
+def measure_row(spec: dict[str, Any], work: Path, name: str,
+                module: str = DEVICE_ROWS_MODULE) -> tuple[Child, dict[str, Any]]:
+    """One row in a fresh `python -m MODULE row SPEC.json` process (edge.bench_rows, or the desktop's bench.rows)."""
     spec_path = work / f"{name}.json"
     spec_path.write_text(json.dumps(spec))
-    child = run_child([sys.executable, "-m", "edge.bench_rows", "row", str(spec_path)])
+    child = run_child([sys.executable, "-m", module, "row", str(spec_path)])
     data = dict(child.result or {})
     if data and "loaded_at_epoch" in data:
         data["start_to_loaded_s"] = data["loaded_at_epoch"] - child.started_epoch
     return child, data
-
-
-def convert(run_dir: Path, mode: str, rep_path: Path | None, work: Path) -> tuple[Path | None, str]:
-    """The project's converter (converter.build's child: batch-1 clone, builtin ops) in its own process."""
-    out = work / f"{mode}.tflite"
-    spec = {"run_dir": str(run_dir), "mode": mode, "out": str(out), "representative": str(rep_path) if rep_path else None}
-    spec_path = work / f"convert-{mode}.json"
-    spec_path.write_text(json.dumps(spec))
-    child = run_child([sys.executable, "-m", "converter.build", str(spec_path)])
-    if child.rc != 0 or not out.is_file():
-        return None, f"{mode} conversion failed ({child.error()})"
-    return out, ""
 
 
 DAEMON_CONFIG = """\
@@ -335,7 +317,8 @@ def measure_daemon(wav: Path, audio_s: float, hop: float, gate: bool, model: str
     return child, data
 
 
-def measure_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def start(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The session both commands measure in: the bundle, the speech file, the rows (none measured yet)."""
     from .bundle import load_bundle
     from .config import Settings
 
@@ -346,122 +329,114 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     hop = Settings().windows.hop_seconds
     bundle = load_bundle(args.model or None)
     params = bundle.features
-    data_dir = args.data or Path(os.environ.get("MOODMIC_DATA") or DEFAULT_DATA)
+    data = args.data or data_dir()
     wav = work / "speech.wav"
-    speech = write_speech(data_dir, minutes * 60.0, wav, params.sample_rate)
+    speech = write_speech(data, minutes * 60.0, wav, params.sample_rate)
     max_windows = int((speech["seconds"] - params.window_seconds) // hop) - n_warmup - 1
     if max_windows < 1:
         raise SystemExit("moodmic bench: not enough audio for one measured window; raise --minutes")
     n_windows = min(n_windows, max_windows)
     base = {"wav": str(wav), "hop_s": hop, "window_s": params.window_seconds, "features": params.to_dict(),
             "warmup": n_warmup, "windows": n_windows}
-    tf_ok, tf_note = tensorflow_available(args)
-    rows = {k: Row(k, t) for k, t in (
-        ("1", "upstream: librosa load + melspectrogram + power_to_db, Keras `model.predict`"),
-        ("2", "upstream features, Keras `model(x, training=False)`"),
-        ("3", "moodmic frontend + LiteRT float32"),
-        ("4", "moodmic frontend + LiteRT dynamic-range (**shipped bundle**)"),
-        ("5", "moodmic frontend + LiteRT int8"),
-        ("6", "the daemon: `moodmic run --source file:... --fast --mqtt off`, gate off"))}
-    out: dict[str, Any] = {"speech": speech, "hop": hop, "windows": n_windows, "warmup": n_warmup, "quick": quick,
-                           "bundle": {"path": str(bundle.path), "name": bundle.name,
-                                      "mode": (bundle.info.get("conversion") or {}).get("mode", "?"),
-                                      "training": (bundle.info.get("training") or {}).get("name")},
-                           "rows": rows, "notes": [], "load_start": os.getloadavg(), "started": time.time()}
-    notes = out["notes"]
+    return {"speech": speech, "hop": hop, "windows": n_windows, "warmup": n_warmup, "quick": quick,
+            "bundle": {"path": str(bundle.path), "name": bundle.name,
+                       "mode": (bundle.info.get("conversion") or {}).get("mode", "?"), "labels": list(bundle.labels),
+                       "training": (bundle.info.get("training") or {}).get("name")},
+            "rows": {k: Row(k, t) for k, t in TITLES.items()}, "notes": [], "load_start": os.getloadavg(),
+            "started": time.time(), "base": base, "data": str(data), "params": params, "wav": wav}
 
-    # The Keras model and its conversions (TensorFlow), each conversion in its own process.
-    run_dir: Path | None = None
+
+def given_models(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Path]:
+    """Rows 3 and 5 on a device: the float32 / int8 models given on the command line, else desktop rows."""
     tflites: dict[str, Path] = {}
-    mobilenet: Path | None = None
-    if tf_ok:
-        if args.run:
-            run_dir = args.run
-            out["model_source"] = f"trained weights from `{args.run}`"
-        else:
-            run_dir = work / "fresh-run"
-            out["model_source"] = "a freshly initialised seed model (cost does not depend on the weights)"
-        prep = {"fresh_run_dir": None if args.run else str(run_dir), "labels": list(bundle.labels),
-                "mobilenet_out": None if quick else str(work / "mobilenet_v2.tflite")}
-        (work / "prepare.json").write_text(json.dumps(prep))
-        child = run_child([sys.executable, "-m", "edge.bench_rows", "prepare", str(work / "prepare.json")])
-        if child.rc != 0:
-            tf_ok, tf_note = False, f"preparing the Keras model failed: {child.error()}"
-        else:
-            if prep["mobilenet_out"] and Path(prep["mobilenet_out"]).is_file():
-                mobilenet = Path(prep["mobilenet_out"])
-            import numpy as np
+    for key, mode in CONVERTED_ROWS.items():
+        path = getattr(args, mode, None)
+        if path is None:
+            res["rows"][key].skipped = (f"skipped: a desktop row, `moodmic-bench` converts the seed model to {mode} "
+                                        f"(TensorFlow); or give --{mode} PATH")
+            continue
+        tflites[mode] = path / "model.tflite" if path.is_dir() else path
+        if not tflites[mode].is_file():
+            raise UsageError(f"--{mode} {path}: no such .tflite file or bundle directory")
+        res["model_source"] = "the models given (" + ", ".join(f"{m} `{p}`" for m, p in tflites.items()) + ")"
+    return tflites
 
-            rep_path = work / "rep.npy"
-            np.save(rep_path, representative(wav, params, 20 if quick else 200))
-            for mode in ("float32", "int8"):
-                path, err = convert(run_dir, mode, rep_path if mode == "int8" else None, work)
-                if path:
-                    tflites[mode] = path
-                else:
-                    notes.append(err)
-    if not tf_ok:
-        for key in ("1", "2"):
-            rows[key].skipped = f"skipped: {tf_note}"
-        for key, mode in (("3", "float32"), ("5", "int8")):
-            rows[key].skipped = f"skipped: converting the seed model to {mode} needs TensorFlow ({tf_note})"
 
-    keras_model = None
-    if tf_ok and run_dir is not None:
-        run_json = json.loads((run_dir / "run.json").read_text())
-        keras_model = run_dir / run_json["keras_model"]
-        out["run_name"] = run_json.get("name")
-    for key, mode in (("1", "predict"), ("2", "call")):
-        if not rows[key].skipped:
-            rows[key].child, rows[key].data = measure_row({**base, "kind": "upstream", "mode": mode,
-                                                           "keras_model": str(keras_model)}, work, f"row{key}")
-    for key, mode in (("3", "float32"), ("5", "int8")):
+def measure_device(args: argparse.Namespace, res: dict[str, Any], work: Path, tflites: dict[str, Path],
+                   mobilenet: Path | None = None) -> None:
+    """Rows 3 and 5 (for the models in `tflites`), 4 and 6, the daemon's gate-on and start-up runs, the yardstick."""
+    rows, base, wav, params, hop = res["rows"], res["base"], res["wav"], res["params"], res["hop"]
+    for key, mode in CONVERTED_ROWS.items():
         if not rows[key].skipped:
             if mode not in tflites:
                 rows[key].skipped = f"skipped: no {mode} model (see notes)"
                 continue
             rows[key].child, rows[key].data = measure_row({**base, "kind": "litert", "tflite": str(tflites[mode])},
                                                           work, f"row{key}")
-    rows["4"].child, rows["4"].data = measure_row({**base, "kind": "litert", "bundle": str(bundle.path)}, work, "row4")
-    rows["6"].child, rows["6"].data = measure_daemon(wav, speech["seconds"], hop, False, args.model, work)
-    gate_on = measure_daemon(wav, speech["seconds"], hop, True, args.model, work)
-    out["daemon_gate_on"] = {"child": gate_on[0], "data": gate_on[1]}
+    rows["4"].child, rows["4"].data = measure_row({**base, "kind": "litert", "bundle": res["bundle"]["path"]},
+                                                  work, "row4")
+    rows["6"].child, rows["6"].data = measure_daemon(wav, res["speech"]["seconds"], hop, False, args.model, work)
+    gate_on = measure_daemon(wav, res["speech"]["seconds"], hop, True, args.model, work)
+    res["daemon_gate_on"] = {"child": gate_on[0], "data": gate_on[1]}
     # The daemon's start-up cost: the same command on one window's worth of audio. Subtracting it gives
     # the steady state of a daemon that runs all day.
     short = work / "one-window.wav"
-    short_s = write_speech(data_dir, params.window_seconds + 0.2, short, params.sample_rate)["seconds"]
-    start_child, start_data = measure_daemon(short, short_s, hop, False, args.model, work)
+    short_s = write_speech(Path(res["data"]), params.window_seconds + 0.2, short, params.sample_rate)["seconds"]
+    start_child, _ = measure_daemon(short, short_s, hop, False, args.model, work)
     if rows["6"].ok and start_child.rc == 0:
         d6 = rows["6"].data
         d6["startup_cpu_s"] = start_child.cpu_s
-        d6["steady_cpu_s_per_min"] = max(0.0, rows["6"].child.cpu_s - start_child.cpu_s) / ((speech["seconds"] - short_s) / 60.0)
+        d6["steady_cpu_s_per_min"] = (max(0.0, rows["6"].child.cpu_s - start_child.cpu_s)
+                                      / ((res["speech"]["seconds"] - short_s) / 60.0))
 
     # The yardstick for the Raspberry Pi estimate: MACs of the graphs, MobileNetV2 on this machine.
-    yard = {"kind": "yardstick", "tflites": {"dynamic (shipped)": str(bundle.path / "model.tflite"),
+    yard = {"kind": "yardstick", "tflites": {"dynamic (shipped)": str(Path(res["bundle"]["path"]) / "model.tflite"),
                                              **{m: str(p) for m, p in tflites.items()}},
-            "mobilenet": str(mobilenet) if mobilenet else None, "invokes": 10 if quick else 40}
+            "mobilenet": str(mobilenet) if mobilenet else None, "invokes": 10 if res["quick"] else 40}
     (work / "yardstick.json").write_text(json.dumps(yard))
-    child = run_child([sys.executable, "-m", "edge.bench_rows", "row", str(work / "yardstick.json")])
-    out["yardstick"] = child.result if child.rc == 0 else {"error": child.error()}
+    child = run_child([sys.executable, "-m", DEVICE_ROWS_MODULE, "row", str(work / "yardstick.json")])
+    res["yardstick"] = child.result if child.rc == 0 else {"error": child.error()}
     for row in rows.values():
         if not row.skipped and not row.ok:
             row.skipped = f"FAILED: {row.child.error() if row.child else 'not run'}"
-    out["load_end"] = os.getloadavg()
-    out["finished"] = time.time()
-    out["tf_note"] = tf_note
-    return out
+    res["load_end"] = os.getloadavg()
+    res["finished"] = time.time()
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+# The desktop's part (bench/cli.py): measures rows 1-2 into `res` and returns the float32 / int8 models
+# for rows 3 and 5 and a MobileNetV2 .tflite for the yardstick.
+DesktopRows = Callable[[argparse.Namespace, dict[str, Any], Path], tuple[dict[str, Path], Path | None]]
+
+
+def command_line(prog: str, args: argparse.Namespace, extra: str = "") -> str:
+    """The command as typed when run through its console script, else rebuilt from the options."""
+    argv0 = Path(sys.argv[0]).name if sys.argv else ""
+    if argv0 == prog.split()[0]:
+        return " ".join([argv0] + [shlex.quote(a) for a in sys.argv[1:]])
+    out = str(args.out)
+    return (prog + (" --quick" if args.quick else "") + extra
+            + "".join(f" --{m} {getattr(args, m)}" for m in CONVERTED_ROWS.values() if getattr(args, m, None))
+            + (f" --out {out}" if out != "BENCHMARKS.md" else ""))
+
+
+def run_bench(args: argparse.Namespace, command: str, desktop: DesktopRows | None = None,
+              producer: str = "`moodmic bench` (edge/bench.py)") -> int:
+    """Measure (the desktop's rows too when `desktop` is given), write the report, print the table."""
     out_path: Path = args.out
-    given = " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("moodmic") else ""
-    command = "moodmic " + given if given else "moodmic bench" + (" --quick" if args.quick else "") + (
-        f" --run {args.run}" if args.run else "") + (f" --out {out_path}" if str(out_path) != "BENCHMARKS.md" else "")
     aarch64_file = args.aarch64_result or (AARCH64_RESULT if AARCH64_RESULT.is_file() else None)
     aarch64 = aarch64_file.read_text() if aarch64_file and aarch64_file.is_file() else previous_aarch64(out_path)
     mach = machine()
     with tempfile.TemporaryDirectory(prefix="moodmic-bench-") as tmp:
-        res = measure_all(args, Path(tmp))
+        work = Path(tmp)
+        res = start(args, work)
+        res["producer"] = producer
+        if desktop is None:
+            for key in ("1", "2"):
+                res["rows"][key].skipped = DESKTOP_ROW
+            tflites, mobilenet = given_models(args, res), None
+        else:
+            tflites, mobilenet = desktop(args, res, work)
+        measure_device(args, res, work, tflites, mobilenet)
     text = render(res, mach, command, aarch64)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(text)
@@ -470,9 +445,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(summary(res, mach), indent=2, default=str) + "\n")
     # The table and the verdicts on stdout as well.
     lines = text.splitlines()
-    start = lines.index("## Results")
+    begin = lines.index("## Results")
     end = next(i for i, line in enumerate(lines) if line.startswith("## Raspberry Pi"))
-    print("\n".join(lines[start:end]))
+    print("\n".join(lines[begin:end]))
     print(f"written to {out_path}")
     failed = [r for r in res["rows"].values() if r.skipped.startswith("FAILED")]
     return 1 if failed else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    return run_bench(args, command_line("moodmic bench", args))

@@ -1,5 +1,6 @@
-"""`moodmic bench`'s report: BENCHMARKS.md (the tables, the acceptance verdicts, the Raspberry Pi estimate)
-and the same results as JSON. Pure formatting of what edge/bench.py measured."""
+"""The benchmarks' report: BENCHMARKS.md (the tables, the acceptance verdicts, the Raspberry Pi estimate)
+and the same results as JSON. Pure formatting of what edge/bench.py measured (`moodmic bench` on a
+device; `moodmic-bench`, bench/cli.py, adds the desktop's rows and uses this same report)."""
 
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ def render(res: dict[str, Any], mach: dict[str, Any], command: str, aarch64: str
     date = datetime.datetime.fromtimestamp(res["started"]).strftime("%Y-%m-%d %H:%M")
     pk = ", ".join(f"{k} {v}" for k, v in mach["packages"].items())
     L = ["# moodmic benchmarks", "",
-         "Produced by `moodmic bench` (edge/bench.py); rerun the same command to reproduce. Do not edit by hand.", "",
+         f"Produced by {res.get('producer', '`moodmic bench` (edge/bench.py)')}; rerun the command below to reproduce. "
+         "Do not edit by hand.", "",
          f"- **Command:** `{command}`" + (" — **quick mode: a smoke test, the numbers mean little**" if res["quick"] else ""),
          f"- **Date:** {date} (local time); {res['finished'] - res['started']:.0f} s",
          f"- **Machine:** {mach['cpu']}, {mach['cores']} cores ({mach['usable_cores']} usable), "
@@ -135,7 +137,8 @@ def render(res: dict[str, Any], mach: dict[str, Any], command: str, aarch64: str
          f"- **Model:** the seed architecture. Rows 1-3, 5: {res.get('model_source', '—')}; rows 4, 6: the shipped bundle "
          f"`{res['bundle']['name']}` ({res['bundle']['mode']}).",
          "- **Threads:** one everywhere: OMP/OpenBLAS/MKL/numexpr/numba = 1, TensorFlow intra/inter-op = 1, interpreter "
-         "threads = 1. Each row is its own fresh process (`python -m edge.bench_rows`), so no row inherits another's memory.",
+         "threads = 1. Each row is its own fresh process (rows 1-2: bench/rows.py, rows 3-5: edge/bench_rows.py, "
+         "row 6: `moodmic run`), so no row inherits another's memory.",
          "- **Gate:** off (every window is classified: the worst case).", ""]
     L += ["## Results", "",
           "ms/window: **CPU time** of the row's process, median / p95 over the measured windows. CPU-s per minute: mean CPU "

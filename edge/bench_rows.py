@@ -1,16 +1,16 @@
-"""The child side of `moodmic bench`: one row measured in one fresh process (`python -m edge.bench_rows`).
+"""The device side's rows of `moodmic bench`: one row measured in one fresh process.
 
-    python -m edge.bench_rows row SPEC.json       measure one row, print one JSON line
-    python -m edge.bench_rows prepare SPEC.json   (TensorFlow) a trainer-style run directory holding a
-                                                  freshly initialised seed model, and MobileNetV2 float32
+    python -m edge.bench_rows row SPEC.json   measure the row SPEC's "kind" names, print one JSON line
 
-Every heavy import (TensorFlow, librosa, the trainer) happens inside a function, so importing this
-module costs nothing and an edge install (no TensorFlow) can import it. The parent (edge/bench.py)
-sets one thread everywhere through the environment before starting the process; TensorFlow rows
-also set TensorFlow's own thread pools to 1 here.
+Kinds: "litert" (the moodmic frontend + the TFLite wrapper: a bundle as the daemon loads it, or a bare
+.tflite) and "yardstick" (MACs of .tflite graphs, a MobileNetV2 .tflite timed). Nothing here imports
+TensorFlow, librosa, the trainer or the converter: this module runs on a device with the edge install.
+The desktop's rows (the upstream TensorFlow/librosa stack, bench/rows.py) reuse its measuring loop and
+`main` with their own kinds. The parent (edge/bench.py) sets one thread everywhere through the
+environment before starting the process.
 
 Per-window cost is taken twice: wall time (time.perf_counter) and CPU time of the whole process
-(time.process_time, i.e. every thread of this process, so TensorFlow's executor threads count too).
+(time.process_time, i.e. every thread of this process, so a runtime's worker threads count too).
 The CPU time is what the measured code itself cost, whatever else the machine is doing; wall time
 also contains waiting for a core on a busy machine.
 """
@@ -18,7 +18,6 @@ also contains waiting for a core on a busy machine.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -49,7 +48,7 @@ class _Clock:
         return out
 
 
-def _loop(n_warmup: int, n_windows: int, features, infer) -> dict[str, Any]:
+def measure_loop(n_warmup: int, n_windows: int, features, infer) -> dict[str, Any]:
     """Run features() -> x and infer(x) for warm-up + measured windows; per-window wall and CPU ms."""
     rec: dict[str, list[float]] = {k: [] for k in ("feat_wall", "feat_cpu", "inf_wall", "inf_cpu")}
     warm = _Clock()
@@ -75,65 +74,22 @@ def _loop(n_warmup: int, n_windows: int, features, infer) -> dict[str, Any]:
     }
 
 
-def _vm_hwm_mb() -> float | None:
-    """Peak RSS of this process's address space. (Not ru_maxrss: across exec Linux keeps the parent's.)"""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
+def vm_hwm_mb(pid: int | str = "self") -> float | None:
+    """Peak resident set of a process's current address space (VmHWM), in MB. (Not ru_maxrss: across
+    exec Linux keeps the high-water mark of the parent's address space.)"""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError):
+        pass
     return None
 
 
-def _import_load_done() -> dict[str, float]:
+def import_load_done() -> dict[str, float]:
     return {"import_load_wall_s": time.perf_counter() - _T0_WALL, "import_load_cpu_s": time.process_time() - _T0_CPU,
-            "rss_after_load_mb": _vm_hwm_mb(),
+            "rss_after_load_mb": vm_hwm_mb(),
             "loaded_at_epoch": time.time()}
-
-
-# -- rows 1-2: the upstream stack ----------------------------------------------------------------
-def _tf_one_thread():
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.set_visible_devices([], "GPU")
-    return tf
-
-
-def row_upstream(spec: dict[str, Any]) -> dict[str, Any]:
-    """librosa load + melspectrogram + power_to_db, then Keras `predict` (mode 'predict') or `model(x)`."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    import librosa
-    import numpy as np
-
-    _tf_one_thread()
-    from trainer.model import load_keras_model  # the seed architecture's custom objects (attention, focal loss)
-
-    model = load_keras_model(spec["keras_model"], compile=False)
-    loaded = _import_load_done()
-    p = spec["features"]
-    sr, hop_s, win_s, n_frames = p["sample_rate"], spec["hop_s"], spec["window_s"], p["n_frames"]
-
-    def features(i: int):
-        # What the upstream app did for every prediction: load the audio with librosa, then the
-        # whole window's mel spectrogram in dB (relative to its loudest bin, as upstream did).
-        y, _ = librosa.load(spec["wav"], sr=sr, offset=i * hop_s, duration=win_s)
-        s = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=p["n_fft"], hop_length=p["hop_length"],
-                                           n_mels=p["n_mels"], fmin=p["fmin"], fmax=p["fmax"], center=False)
-        db = librosa.power_to_db(s, ref=np.max)
-        x = np.zeros((n_frames, p["n_mels"]), np.float32)
-        x[: min(n_frames, db.shape[1])] = db.T[:n_frames]
-        return x[None]
-
-    if spec["mode"] == "predict":
-        def infer(x):
-            return model.predict(x, verbose=0)
-    else:
-        def infer(x):
-            return model(x, training=False).numpy()
-
-    out = _loop(spec["warmup"], spec["windows"], features, infer)
-    return {**loaded, **out, "model_bytes": Path(spec["keras_model"]).stat().st_size,
-            "parameters": int(model.count_params())}
 
 
 # -- rows 3-5: the moodmic frontend + LiteRT -------------------------------------------------------
@@ -159,7 +115,7 @@ def row_litert(spec: dict[str, Any]) -> dict[str, Any]:
         params = FeatureParams.from_dict(spec["features"])
         frontend, tfl = Frontend(params), TFLiteModel(spec["tflite"], threads=1)
         infer = tfl.run
-    loaded = _import_load_done()
+    loaded = import_load_done()
     hop_frames = params.hop_frames(spec["hop_s"])
     hop_samples = hop_frames * params.hop_length
     stream = FeatureStream(frontend, hop_frames)
@@ -175,7 +131,7 @@ def row_litert(spec: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"expected one window per hop, got {len(windows)} (audio too short?)")
         return windows[0].features[None]
 
-    out = _loop(spec["warmup"], spec["windows"], features, infer)
+    out = measure_loop(spec["warmup"], spec["windows"], features, infer)
     path = Path(spec["bundle"]) / "model.tflite" if spec.get("bundle") else Path(spec["tflite"])
     content = path.read_bytes()
     return {**loaded, **out, "model_bytes": len(content), "runtime": tfl.runtime, "input_dtype": tfl.input_spec.dtype}
@@ -246,62 +202,19 @@ def count_macs(content: bytes) -> dict[str, Any]:
     return {"total": sum(by_op.values()), "by_op": by_op, "elementwise_outputs": other_elements}
 
 
-# -- prepare (TensorFlow): a run directory for a freshly initialised seed model, MobileNetV2 --------
-def prepare(spec: dict[str, Any]) -> dict[str, Any]:
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    tf = _tf_one_thread()
-    out: dict[str, Any] = {}
-    if spec.get("fresh_run_dir"):
-        from edge.features import FeatureParams
-        from trainer.model import build_model
-
-        run_dir = Path(spec["fresh_run_dir"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        params = FeatureParams()
-        # The plain seed architecture (probabilities out), as a run written without model settings
-        # ("settings": {}) is rebuilt by the converter; trainers that take model settings get the same.
-        import inspect
-
-        kwargs: dict[str, Any] = {}
-        if "settings" in inspect.signature(build_model).parameters:
-            from trainer.settings import ModelSettings
-
-            kwargs["settings"] = ModelSettings.from_dict(None)
-        model = build_model("seed", len(spec["labels"]), params, None, **kwargs)
-        model.save(run_dir / "model.keras")
-        (run_dir / "run.json").write_text(json.dumps({
-            "format_version": 1, "name": "bench-fresh-seed", "labels": spec["labels"], "features": params.to_dict(),
-            "eval_hop_s": 1.0, "input_layout": "time_mel", "arch": "seed", "keras_model": "model.keras",
-            "parameters": int(model.count_params()), "settings": {},
-        }, indent=2))
-        from trainer.run import rebuild_model
-
-        rebuild_model(run_dir, batch_size=1)  # what the converter will do: fail here, with the reason
-        out["parameters"] = int(model.count_params())
-    if spec.get("mobilenet_out"):
-        import tf_keras as keras
-
-        net = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), alpha=1.0)
-        inp = keras.Input(shape=(224, 224, 3), batch_size=1)
-        clone = keras.Model(inp, net(inp))
-        Path(spec["mobilenet_out"]).write_bytes(tf.lite.TFLiteConverter.from_keras_model(clone).convert())
-    return out
+ROWS = {"litert": row_litert, "yardstick": yardstick}
 
 
-def main(argv: list[str]) -> int:
-    kind, spec_path = argv[0], argv[1]
-    spec = json.loads(Path(spec_path).read_text())
-    if kind == "prepare":
-        result = prepare(spec)
-    elif spec["kind"] == "upstream":
-        result = row_upstream(spec)
-    elif spec["kind"] == "litert":
-        result = row_litert(spec)
-    elif spec["kind"] == "yardstick":
-        result = yardstick(spec)
-    else:
-        raise SystemExit(f"unknown row kind {spec['kind']!r}")
-    result["vm_hwm_mb"] = _vm_hwm_mb()
+def main(argv: list[str], rows: dict[str, Any] | None = None) -> int:
+    """`row SPEC.json`: run the function `rows` maps the spec's kind to, print its result on one line."""
+    rows = ROWS if rows is None else rows
+    if len(argv) != 2 or argv[0] != "row":
+        raise SystemExit("usage: python -m MODULE row SPEC.json")
+    spec = json.loads(Path(argv[1]).read_text())
+    if spec.get("kind") not in rows:
+        raise SystemExit(f"unknown row kind {spec.get('kind')!r} (this module measures {', '.join(rows)})")
+    result = rows[spec["kind"]](spec)
+    result["vm_hwm_mb"] = vm_hwm_mb()
     print("BENCH-RESULT " + json.dumps(result), flush=True)
     return 0
 
