@@ -10,6 +10,7 @@ cached per file hash.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ import streamlit as st  # noqa: E402
 from edge import __version__  # noqa: E402
 from edge import app_core  # noqa: E402
 from edge.bundle import DEFAULT_BUNDLE  # noqa: E402
-from edge.config import load_settings  # noqa: E402
+from edge.config import GateSettings, Settings, load_settings  # noqa: E402
 from edge.errors import MoodmicError  # noqa: E402
 from edge.model import EmotionModel  # noqa: E402
 
@@ -51,12 +52,12 @@ def get_model(path: str | None, threads: int) -> EmotionModel:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def cached_analysis(sha256: str, name: str, model_sha: str, max_seconds: float, max_mb: int,
-                    _data: bytes, _model: EmotionModel) -> tuple[app_core.Analysis | None, str | None]:
+def cached_analysis(sha256: str, name: str, model_sha: str, max_seconds: float, max_mb: int, gate_key: str,
+                    _data: bytes, _model: EmotionModel, _gate: GateSettings) -> tuple[app_core.Analysis | None, str | None]:
     """(analysis, None) or (None, one-line error) for an upload; keyed on the bytes' sha256, the
-    name shown, the model and the limits (errors are cached too)."""
+    name shown, the model, the limits and the gate settings (errors are cached too)."""
     try:
-        return app_core.analyse(_data, name, _model, max_seconds, max_mb * 1024 * 1024), None
+        return app_core.analyse(_data, name, _model, max_seconds, max_mb * 1024 * 1024, _gate), None
     except MoodmicError as exc:
         return None, str(exc)
     except Exception as exc:  # never a traceback in the page; the log keeps it
@@ -109,26 +110,46 @@ def sidebar(model: EmotionModel, max_seconds: float, max_mb: int) -> None:
                f"(audio.max_file_seconds). moodmic {__version__}.")
 
 
+def _svg(chart: alt.Chart) -> alt.Chart:
+    """Render as SVG (text and marks stay in the page's DOM, where the browser test checks them)."""
+    return chart.properties(usermeta={"embedOptions": {"renderer": "svg"}})
+
+
 def probability_chart(result, labels: tuple[str, ...]) -> alt.Chart:
+    """One horizontal bar per emotion, in the model's label order, each in its emotion's colour and
+    labelled with its probability: at any width every bar keeps its name (vertical bars lose theirs
+    to a phone's width). The predicted emotion is in bold."""
     df = pd.DataFrame({"emotion": list(labels), "probability": [result.probabilities[x] for x in labels]})
     df["predicted"] = df["emotion"] == result.label
-    return (
-        alt.Chart(df, height=260)
-        .mark_bar()
-        .encode(
-            x=alt.X("emotion:N", sort=list(labels), title=None, axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="probability"),
-            color=alt.condition("datum.predicted", alt.value("#e4572e"), alt.value("#8aa1b1")),
-            tooltip=["emotion", alt.Tooltip("probability:Q", format=".1%")],
-        )
+    y = alt.Y("emotion:N", sort=list(labels), title=None,
+              axis=alt.Axis(labelFontSize=13, labelLimit=0, ticks=False, domain=False,
+                            labelFontWeight=alt.expr(f"datum.value == {json.dumps(result.label)} ? 'bold' : 'normal'")))
+    base = alt.Chart(df, height=alt.Step(26)).encode(
+        y=y,
+        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), title=None,
+                axis=alt.Axis(format="%", values=[0, 0.25, 0.5, 0.75, 1.0], grid=True)),
+        tooltip=["emotion", alt.Tooltip("probability:Q", format=".1%")],
     )
+    bars = base.mark_bar(cornerRadiusEnd=2).encode(
+        color=alt.Color("emotion:N", scale=alt.Scale(domain=list(labels), range=app_core.emotion_colours(labels)),
+                        legend=None))
+    values = base.mark_text(align="left", dx=4, fontSize=12).encode(
+        text=alt.Text("probability:Q", format=".0%"),
+        # the label of a bar reaching past 85 % goes inside it, so it is never cut at the chart's edge
+        x=alt.X("shown:Q", scale=alt.Scale(domain=[0, 1])),
+        color=alt.condition("datum.probability > 0.85", alt.value("white"), alt.value("#31333f")),
+    ).transform_calculate(shown="datum.probability > 0.85 ? datum.probability - 0.12 : datum.probability")
+    return _svg(alt.layer(bars, values))
 
 
 def timeline_chart(result, labels: tuple[str, ...], hop_s: float, duration_s: float) -> alt.Chart:
     """Per-window emotions along the clip: every label's probability at the windows' centres, under
     a strip with each window's label (one hop wide, centred on the window)."""
-    colour = alt.Color("emotion:N", scale=alt.Scale(domain=list(labels), scheme="tableau10"), sort=list(labels),
-                       legend=alt.Legend(orient="top", title=None, symbolType="square"))
+    colour = alt.Color("emotion:N", scale=alt.Scale(domain=list(labels), range=app_core.emotion_colours(labels)),
+                       sort=list(labels),
+                       # 2 rows of 4 that fit a phone's width (390 px) as well as a desktop's
+                       legend=alt.Legend(orient="top", title=None, symbolType="square", symbolSize=70, columns=4,
+                                         labelFontSize=11, labelLimit=0, columnPadding=8, rowPadding=2))
     x_scale = alt.Scale(domain=[0, round(duration_s, 2)], nice=False)
     y_scale = alt.Scale(domain=[0, 1.16], nice=False)
     rows, strip = [], []
@@ -141,8 +162,8 @@ def timeline_chart(result, labels: tuple[str, ...], hop_s: float, duration_s: fl
     lines = (
         alt.Chart(pd.DataFrame(rows), height=240)
         .mark_line(point=True)
-        .encode(x=alt.X("time:Q", scale=x_scale, title="seconds (window centres); top strip: each window's emotion"),
-                y=alt.Y("probability:Q", scale=y_scale, title="probability",
+        .encode(x=alt.X("time:Q", scale=x_scale, title="seconds (window centres)"),
+                y=alt.Y("probability:Q", scale=y_scale, title=None,  # the heading says it; a phone needs the room
                         axis=alt.Axis(format="%", values=[0, 0.2, 0.4, 0.6, 0.8, 1.0])),
                 color=colour,
                 tooltip=["emotion", alt.Tooltip("time:Q", format=".2f"), alt.Tooltip("probability:Q", format=".1%")])
@@ -154,14 +175,18 @@ def timeline_chart(result, labels: tuple[str, ...], hop_s: float, duration_s: fl
                 tooltip=["window", "emotion", alt.Tooltip("confidence:Q", format=".1%"),
                          alt.Tooltip("rms_dbfs:Q", title="dBFS", format=".1f")])
     )
-    return alt.layer(lines, top)
+    return _svg(alt.layer(lines, top))
 
 
-def show(analysis: app_core.Analysis, model: EmotionModel) -> None:
+def show(analysis: app_core.Analysis, model: EmotionModel, settings: Settings) -> None:
     r, b = analysis.result, model.bundle
     st.subheader(analysis.name, anchor=False)
     st.caption(f"{analysis.duration_s:.2f} s · {r.windows} window{'s' if r.windows != 1 else ''} · "
+               f"{r.speech_windows} with speech (the daemon's gate) · loudest window {r.max_rms_dbfs:.1f} dBFS · "
                f"{analysis.size_bytes / 1024:.0f} KB · sha256 {analysis.sha256[:12]}")
+    warning = app_core.nothing_there(r, settings.gate)
+    if warning:
+        st.warning(warning, icon="🔇")
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.metric("Emotion", r.label, icon=app_core.EMOJI.get(r.label))
     c2.metric("Confidence", f"{r.to_dict()['confidence']:.0%}")  # of the JSON's value, as predict prints it
@@ -178,8 +203,7 @@ def show(analysis: app_core.Analysis, model: EmotionModel) -> None:
                      f"{b.features.n_mels} mel bands, {b.features.fmin:g}–{b.features.fmax:g} Hz, bottom to top; "
                      f"{lo:.0f} dB (dark) to {hi:.0f} dB (bright)")
     if r.windows > 1:
-        st.markdown(f"**Timeline**: the {r.windows} windows of {b.features.window_seconds:.2f} s, "
-                    f"one every {b.eval_hop_s:g} s, as the daemon takes them")
+        st.markdown(app_core.timeline_text(r, b.features.window_seconds, b.eval_hop_s, settings.windows.hop_seconds))
         st.altair_chart(timeline_chart(r, model.labels, b.eval_hop_s, analysis.duration_s), width="stretch",
                         height=300)
     else:
@@ -225,11 +249,11 @@ def main() -> None:
     sha = app_core.sha256_bytes(data)
     with st.spinner("Listening…"):
         analysis, error = cached_analysis(sha, app_core.display_name(item.name), model.bundle.tflite_sha256,
-                                          max_seconds, max_mb, data, model)
+                                          max_seconds, max_mb, repr(settings.gate), data, model, settings.gate)
     if error:
         st.error(error, icon="🚫")
         return
-    show(analysis, model)
+    show(analysis, model, settings)
 
 
 if __name__ == "__main__":  # streamlit runs the page as __main__; importing it runs nothing

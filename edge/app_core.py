@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from .audio import load_audio
-from .config import AppSettings, Settings
+from .config import AppSettings, GateSettings, Settings
 from .errors import BadAudioError, UnsupportedPlatform, UsageError
 from .features import clip_frames
 from .predict import predict_audio
@@ -58,6 +58,21 @@ _LUT = np.stack([np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_VIRIDI
 
 EMOJI = {"neutral": "😐", "calm": "😌", "happy": "😄", "sad": "😢", "angry": "😠",
          "fearful": "😨", "disgust": "🤢", "surprised": "😲"}
+
+# One colour per emotion, on every chart of the page: the Okabe-Ito colours (told apart with the common
+# colour-vision deficiencies) plus a purple, chosen to suit the emotion where one suits it.
+EMOTION_COLOURS = {
+    "neutral": "#999999", "calm": "#56b4e9", "happy": "#e69f00", "sad": "#0072b2",
+    "angry": "#d55e00", "fearful": "#7b3294", "disgust": "#009e73", "surprised": "#cc79a7",
+}
+_SPARE_COLOURS = ("#8c564b", "#bcbd22", "#17becf", "#f0e442", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
+
+
+def emotion_colours(labels: tuple[str, ...]) -> list[str]:
+    """The colour of each label, in the labels' order: EMOTION_COLOURS, and spare colours for labels a
+    bundle may have beyond the eight (never one already in use)."""
+    spare = iter(c for c in _SPARE_COLOURS if c not in EMOTION_COLOURS.values())
+    return [EMOTION_COLOURS.get(label) or next(spare, "#444444") for label in labels]
 
 
 def accepted_extensions() -> list[str]:
@@ -96,9 +111,10 @@ def display_name(name: str | None) -> str:
 
 
 def analyse(data: bytes, name: str, model: Any, max_seconds: float | None,
-            max_bytes: int = DEFAULT_UPLOAD_MB << 20) -> Analysis:
+            max_bytes: int = DEFAULT_UPLOAD_MB << 20, gate: GateSettings | None = None) -> Analysis:
     """Uploaded bytes -> the page's analysis. Raises MoodmicError (BadAudioError, MissingInputError)
-    with the one-line message `moodmic predict` gives, naming the upload instead of a temp file."""
+    with the one-line message `moodmic predict` gives, naming the upload instead of a temp file.
+    `gate`: the config's gate settings, which count the result's speech windows as `predict` does."""
     name = display_name(name)
     if len(data) > max_bytes:
         raise BadAudioError(
@@ -118,12 +134,34 @@ def analyse(data: bytes, name: str, model: Any, max_seconds: float | None,
             raise type(exc)(str(exc).replace(str(path), name)) from None
     with _INFERENCE_LOCK:
         result = predict_audio(audio, model.frontend, model.bundle.eval_hop_frames, model.probabilities,
-                               model.labels, name)
+                               model.labels, name, gate)
     mels, _ = clip_frames(model.frontend, audio)
     image, db_range = spectrogram_image(mels, model.bundle.features.floor_db)
     return Analysis(name=name, sha256=sha256_bytes(data), size_bytes=len(data), duration_s=len(audio) / rate,
                     result=result, spectrogram=image, spectrogram_db=db_range,
                     playback_wav=wav_bytes(audio, rate))
+
+
+def timeline_text(result: FileResult, window_s: float, eval_hop_s: float, daemon_hop_s: float) -> str:
+    """What the timeline shows, with both hops from where they live: the page (and `predict`) take a
+    window every eval_hop_s (the bundle's), the daemon every windows.hop_seconds (the config's)."""
+    daemon = ("as the daemon takes them (windows.hop_seconds)" if abs(daemon_hop_s - eval_hop_s) < 1e-9 else
+              f"as `moodmic predict` takes them; the daemon decides every {daemon_hop_s:g} s (windows.hop_seconds)")
+    return (f"**Timeline**: the {result.windows} windows of {window_s:.2f} s, one every {eval_hop_s:g} s "
+            f"(the model's evaluation hop), {daemon}. Lines: each emotion's probability; top strip: each "
+            "window's emotion")
+
+
+def nothing_there(result: FileResult, gate: GateSettings) -> str | None:
+    """A warning when no window would pass the daemon's gate: the emotion is then the model's guess for
+    silence or noise (it names one for anything), not something heard in speech. None otherwise."""
+    if result.speech_windows:
+        return None
+    quiet = result.max_rms_dbfs < gate.min_rms_dbfs
+    why = (f"even its loudest window is {result.max_rms_dbfs:.0f} dBFS, under the gate's {gate.min_rms_dbfs:g} dBFS"
+           if quiet else "no window sounds like a voice")
+    return (f"No speech found: none of the {result.windows} windows would pass the daemon's gate ({why}). The "
+            "emotion below is what the model says for silence or noise; a device would not classify it.")
 
 
 def spectrogram_image(mels: np.ndarray, floor_db: float) -> tuple[np.ndarray, tuple[float, float]]:

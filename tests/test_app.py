@@ -102,7 +102,7 @@ def assert_page_shows(at: AppTest, expected: dict, name: str, labels: tuple[str,
     assert metric(at, "Emotion") == expected["label"]
     assert metric(at, "Confidence") == f"{expected['confidence']:.0%}"
     spec, (bars,) = chart_data(at, 0)  # every probability, in the model's label order
-    assert spec["encoding"]["x"]["sort"] == list(labels)
+    assert spec["layer"][0]["encoding"]["y"]["sort"] == list(labels)
     assert list(bars["emotion"]) == list(labels)
     assert list(bars["probability"]) == [expected["probabilities"][label] for label in labels]
     assert len(at.get("image")) == 1  # the spectrogram
@@ -161,6 +161,69 @@ def test_the_latest_input_wins(tmp_path, model):
     assert page_result(at)["path"] == "recording.wav"
     upload(at, "a2.wav", a.read_bytes())
     assert page_result(at)["path"] == "a2.wav"
+
+
+def colour_encodings(spec) -> list[dict]:
+    """Every `color` encoding of a vega-lite spec (layers included) that maps a field."""
+    found = []
+    if isinstance(spec, dict):
+        colour = (spec.get("encoding") or {}).get("color")
+        if isinstance(colour, dict) and "field" in colour:
+            found.append(colour)
+        for value in spec.values():
+            found += colour_encodings(value)
+    elif isinstance(spec, list):
+        for value in spec:
+            found += colour_encodings(value)
+    return found
+
+
+def test_one_colour_per_emotion_on_every_chart(tmp_path, model):
+    clip = write(tmp_path / "talk.wav", speechlike(5.0, SR, seed=14))
+    at = upload(app(), clip.name, clip.read_bytes())
+    palette = app_core.emotion_colours(model.labels)
+    assert len(set(palette)) == len(model.labels) and palette[model.labels.index("angry")] == "#d55e00"
+    for index in (0, 1):  # the probabilities and the timeline
+        spec, _ = chart_data(at, index)
+        encodings = colour_encodings(spec)
+        assert encodings, f"chart {index} has no colour by emotion"
+        for colour in encodings:
+            assert colour["field"] == "emotion"
+            assert colour["scale"]["domain"] == list(model.labels) and colour["scale"]["range"] == palette
+    # a bundle with labels beyond the eight still gets one distinct colour each
+    assert len(set(app_core.emotion_colours(("calm", "bored", "sleepy", "sad")))) == 4
+
+
+def test_the_timeline_says_both_hops_as_they_are(tmp_path, model):
+    clip = write(tmp_path / "talk.wav", speechlike(5.0, SR, seed=15))
+    hop = model.bundle.eval_hop_s
+
+    def timeline(at) -> str:
+        return next(m.value for m in at.main.markdown if m.value.startswith("**Timeline**"))
+
+    at = upload(app(), clip.name, clip.read_bytes())
+    text, windows = timeline(at), page_result(at)["windows"]
+    assert f"the {windows} windows of 2.64 s, one every {hop:g} s (the model's evaluation hop)" in text
+    assert "the daemon decides every 1 s (windows.hop_seconds)" in text  # the config's default
+    config = tmp_path / "c.yaml"
+    config.write_text("windows:\n  hop_seconds: 2\n")
+    text = timeline(upload(app("--config", str(config)), clip.name, clip.read_bytes()))
+    assert "the daemon decides every 2 s (windows.hop_seconds)" in text
+
+
+def test_the_page_tells_nothing_there_from_speech(tmp_path, model):
+    rng = np.random.default_rng(0)
+    dither = write(tmp_path / "dither.wav", rng.integers(-1, 2, 4 * SR).astype(np.int16), subtype="PCM_16")
+    at = upload(app(), "dither.wav", dither.read_bytes())
+    result = page_result(at)
+    assert result["speech_windows"] == 0 and result["max_rms_dbfs"] < -85
+    assert result == {**cli_predict(dither)[0][str(dither)], "path": "dither.wav"}  # as predict says
+    assert len(at.warning) == 1 and at.warning[0].value.startswith("No speech found: none of the")
+    assert "under the gate's -55 dBFS" in at.warning[0].value
+    assert any(" · 0 with speech (the daemon's gate) · loudest window " in c.value for c in at.main.caption)
+    sample = REPO / "edge" / "samples" / "speech.flac"  # real speech: every window passes, no warning
+    at = upload(at, "speech.flac", sample.read_bytes())
+    assert page_result(at)["speech_windows"] == page_result(at)["windows"] and not at.warning
 
 
 # ---- bad uploads: the CLI's one-line message, in the page -----------------------------------------

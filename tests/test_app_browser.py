@@ -126,30 +126,53 @@ def upload(page, path: Path) -> None:
     page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(path))
 
 
-def screenshot(out: Path, clip: Path = SAMPLE, max_kb: int = 300) -> int:
-    """A PNG of the page after analysing `clip`: the sidebar, the result, every chart."""
-    from PIL import Image
+PHONE_WIDTH = 390  # CSS pixels of a current phone's viewport (iPhone 12-15)
 
+
+def screenshot(out: Path, clip: Path = SAMPLE, max_kb: int = 300, width: int = 1100) -> int:
+    """A PNG of the page after analysing `clip`: the sidebar, the result, every chart."""
     with tempfile.TemporaryDirectory() as tmp, serve_app(Path(tmp) / "app.log") as url, open_browser() as browser:
-        page = open_page(browser, url)
+        page = open_page(browser, url, width=width)
         upload(page, clip)
         emotion(page)
-        page.get_by_test_id("stVegaLiteChart").nth(1).locator("svg.marks, canvas").first.wait_for()
-        page.get_by_test_id("stImage").locator("img").wait_for()
-        bottom = page.get_by_test_id("stExpander").bounding_box()
-        height = int(bottom["y"] + bottom["height"] + 48)
-        page.set_viewport_size({"width": 1100, "height": height})
-        page.wait_for_timeout(800)  # charts re-layout to the new viewport
+        return save_page(page, out, width, max_kb)
+
+
+def save_page(page, out: Path, width: int, max_kb: int = 300) -> int:
+    """The whole analysed page as a small palette PNG: the viewport grown to the page's length."""
+    from PIL import Image
+
+    page.get_by_test_id("stVegaLiteChart").nth(1).locator("svg.marks, canvas").first.wait_for()
+    page.get_by_test_id("stImage").locator("img").wait_for()
+    bottom = page.get_by_test_id("stExpander").bounding_box()
+    height = int(bottom["y"] + bottom["height"] + 48)
+    page.set_viewport_size({"width": width, "height": height})
+    page.wait_for_timeout(800)  # charts re-layout to the new viewport
+    with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.png"
         page.screenshot(path=str(raw))
         out.parent.mkdir(parents=True, exist_ok=True)
         image = Image.open(raw).convert("RGB")
         for colours in (256, 128, 64):  # a palette PNG: the page is flat colours, the spectrogram smooth
-            image.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE) \
-                .save(out, optimize=True)
+            palette_png(image, colours).save(out, optimize=True)
             if out.stat().st_size <= max_kb * 1024:
                 break
     return out.stat().st_size
+
+
+def palette_png(image, colours: int):
+    """`image` with `colours` colours, every emotion's colour among them: median cut alone merges the
+    small legend swatches into their neighbours (angry came out as happy's orange)."""
+    from PIL import Image
+
+    from edge.app_core import EMOTION_COLOURS
+
+    fixed = [int(c[i:i + 2], 16) for c in EMOTION_COLOURS.values() for i in (1, 3, 5)]
+    rest = colours - len(EMOTION_COLOURS)
+    cut = image.quantize(colors=rest, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    palette = Image.new("P", (1, 1))
+    palette.putpalette((cut.getpalette()[: 3 * rest] + fixed + [0] * 768)[:768])
+    return image.quantize(palette=palette, dither=Image.Dither.NONE)
 
 
 # ---- the tests ------------------------------------------------------------------------------------
@@ -216,6 +239,41 @@ def test_upload_shows_the_predicted_label(app_url, browser, default_model):
         page.close()
 
 
+def test_at_phone_width_every_bar_has_its_label_and_the_legend_fits(app_url, browser, default_model, workdir):
+    """390 px: the probability chart names every bar and the timeline's legend is whole, inside its chart
+    and the screen (the charts render as SVG, so their text is in the DOM)."""
+    labels = sorted(default_model.labels)
+    page = open_page(browser, app_url, width=PHONE_WIDTH)
+    try:
+        upload(page, SAMPLE)
+        emotion(page)
+        charts = page.get_by_test_id("stVegaLiteChart")
+        charts.nth(1).locator("svg.marks").first.wait_for()
+        page.wait_for_timeout(500)
+
+        def inside(box, outer) -> bool:
+            return outer["x"] - 0.5 <= box["x"] and box["x"] + box["width"] <= min(outer["x"] + outer["width"],
+                                                                                   PHONE_WIDTH) + 0.5
+
+        for index, role in ((0, "axis-label"), (1, "legend-label")):  # bar names; the timeline's legend
+            chart = charts.nth(index)
+            outer = chart.bounding_box()
+            texts = chart.locator(f"g.role-{role} text")
+            # Vega hides overlapping labels with opacity 0 and keeps them in the DOM: count only the visible
+            shown = {texts.nth(i).text_content(): texts.nth(i).bounding_box() for i in range(texts.count())
+                     if texts.nth(i).evaluate("e => getComputedStyle(e).opacity !== '0' && "
+                                              "e.getAttribute('opacity') !== '0'")}
+            names = {name: box for name, box in shown.items() if name in labels}
+            assert sorted(names) == labels, (index, sorted(shown))
+            cut = [name for name, box in names.items() if not inside(box, outer)]
+            assert not cut, f"chart {index}: {cut} outside the chart or the screen ({outer})"
+        bars = charts.nth(0).locator("g.mark-rect path")
+        assert bars.count() == len(labels)  # one bar per emotion, each next to its name
+        save_page(page, workdir / "phone.png", PHONE_WIDTH)  # kept with the test's files, to look at
+    finally:
+        page.close()
+
+
 def test_a_broken_upload_shows_its_message(app_url, browser, workdir):
     bad = workdir / "notes.wav"
     bad.write_text("these are meeting notes, not a recording\n")
@@ -255,12 +313,14 @@ def main(argv: list[str] | None = None) -> int:
                                                  "README's PNG of the page after analysing the bundled sample.")
     parser.add_argument("--screenshot", metavar="PNG", type=Path, required=True)
     parser.add_argument("--clip", type=Path, default=SAMPLE, help=f"audio to analyse (default: {SAMPLE.name})")
+    parser.add_argument("--width", type=int, default=1100,
+                        help=f"viewport width in CSS pixels (default: 1100; {PHONE_WIDTH}: a phone)")
     args = parser.parse_args(argv)
     problem = missing_requirement()
     if problem:
         print(f"cannot take the screenshot: {problem}", file=sys.stderr)
         return 69
-    size = screenshot(args.screenshot, args.clip)
+    size = screenshot(args.screenshot, args.clip, width=args.width)
     print(f"wrote {args.screenshot} ({size / 1024:.0f} KB)")
     return 0
 
