@@ -276,7 +276,7 @@ def launch(model: str | None, port: int, address: str, config: str | None = None
         raise UsageError(f"--port {port} is out of range 1..65535")
     if importlib.util.find_spec("streamlit") is None:
         raise UnsupportedPlatform("the web page needs streamlit, which is not installed; "
-                                  "pip install 'moodmic[app]'")
+                                  "in a moodmic checkout run: pip install '.[app]'")
     settings = load_settings(config)  # a bad config or bundle: one line and exit 78 here, not in the page
     load_bundle(model or settings.model.path or None)
     command = streamlit_command(model, port, address, config, upload_limit_mb(settings))

@@ -265,7 +265,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"the service's system user, created in group audio (default: {DEFAULT_USER})")
     parser.add_argument("--source", metavar="PATH_OR_SPEC",
                         help="what pip installs into the venv: a checkout, a wheel, or a requirement "
-                             "(default: this moodmic's own source, else moodmic==%s)" % __version__)
+                             "(default: this moodmic's own source: its checkout, or the wheel it was installed from; "
+                             "moodmic is not on a package index)")
     parser.add_argument("--dry-run", action="store_true", help="print every step without doing it")
     parser.add_argument("--no-venv", action="store_true",
                         help=f"no venv: write a launcher at {PROGRAM} that runs the moodmic this Python has")

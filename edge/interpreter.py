@@ -56,7 +56,8 @@ def _interpreter_class() -> tuple[Any, str]:
             return importlib.import_module(module_name).Interpreter, dist
         except ImportError:
             continue
-    raise ConfigError("no TFLite runtime is installed; run: pip install ai-edge-litert (or 'moodmic[edge]')")
+    raise ConfigError("no TFLite runtime is installed; run: pip install ai-edge-litert "
+                      "(or '.[edge]' in a moodmic checkout)")
 
 
 def _spec(detail: dict[str, Any]) -> TensorSpec:

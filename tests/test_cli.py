@@ -85,7 +85,7 @@ def test_the_sample_is_the_ravdess_clip_its_facts_name():
     facts = json.loads(SAMPLE_FACTS.read_text())
     assert SAMPLE.stat().st_size <= 200 * 1024 and hashlib.sha256(SAMPLE.read_bytes()).hexdigest() == facts["sha256"]
     # RAVDESS names encode the labels: 03-VC-EE-II-SS-RR-AA (../shared/data/ravdess/README.md)
-    _, channel, emotion, intensity, statement, _, actor = Path(facts["ravdess_file"]).stem.split("-")
+    _, channel, emotion, _, _, _, actor = Path(facts["ravdess_file"]).stem.split("-")
     emotions = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
     assert (channel, emotions[int(emotion) - 1], actor) == ("01", facts["emotion"], facts["actor"])
     assert facts["license"] == "CC BY-NC-SA 4.0" and "10.1371/journal.pone.0196391" in facts["attribution"]
