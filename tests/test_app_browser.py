@@ -212,7 +212,7 @@ def default_model():
 
 
 def _clip() -> Path:
-    """A real RAVDESS clip where the corpus is present, else the bundled (synthetic) speech sample."""
+    """A real RAVDESS clip where the corpus is present, else the bundled sample (one RAVDESS clip too)."""
     if (RAVDESS / "manifest.csv").is_file():
         return ravdess_clips(RAVDESS, 1, seed=3)[0]
     return SAMPLE
