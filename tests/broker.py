@@ -5,6 +5,10 @@
         b.stop(); b.start()            # SIGTERM (saves persistence) and back on the same port
         b.kill(); b.pause(); b.resume() # SIGKILL, SIGSTOP, SIGCONT
         rec.wait_for(lambda msgs: len(msgs) >= 3, timeout=10)
+        b.wait_saved(since=time.time())  # its persistence file written after now
+
+    cfg = daemon_config(tmp_path / "c.yaml", b, username="moodmic")   # `moodmic run` publishing to b
+    daemon = start_daemon(cfg, wav)                                    # real-time replay of wav
 
 Mosquitto runs with persistence (autosave every second), so persistent sessions and retained
 messages survive stop/start; a SIGKILL within ~1 s of a change can lose it (../shared/SYSTEMS.md).
@@ -13,11 +17,13 @@ Every wait has a timeout. Without /usr/sbin/mosquitto the `broker` fixture skips
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
 
@@ -139,6 +146,16 @@ class Broker:
         self.stop()
         return self.start()
 
+    def wait_saved(self, since: float, timeout: float = 10.0) -> None:
+        """Wait until mosquitto has written its persistence file after `since` (a time.time()): what
+        changed before then (a new persistent session, say) survives a SIGKILL from now on."""
+        db = self.root / "mosquitto.db"
+        deadline = time.monotonic() + timeout
+        while not (db.exists() and db.stat().st_mtime > since):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mosquitto did not save {db} within {timeout} s")
+            time.sleep(0.05)
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -217,6 +234,21 @@ class Recorder:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def daemon_config(path: Path, broker: Broker, device_id: str = "testpi", **mqtt: object) -> Path:
+    """A config.yaml for `moodmic run` publishing to `broker` as moodmic/<device_id>, with a 1 s heartbeat
+    and health interval and its spool under <path's folder>/state; `mqtt` adds or overrides mqtt.* keys."""
+    values = {"host": broker.host, "port": broker.port, "device_id": device_id,
+              "state_dir": str(path.parent / "state"), "state_interval": 1.0, "health_interval": 1.0, **mqtt}
+    path.write_text("\n".join(["mqtt:"] + [f"  {k}: {json.dumps(v)}" for k, v in values.items()]) + "\n")
+    return path
+
+
+def start_daemon(cfg: Path, wav: Path) -> subprocess.Popen:
+    """`moodmic run` replaying `wav` in real time, publishing to the broker `cfg` names (text pipes)."""
+    return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg), "--source", f"file:{wav}",
+                             "--mqtt", "on"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(name="broker")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +14,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import REPO, SR, TINY_FLOAT, TINY_INT8, ravdess_clips, run_moodmic, speechlike, write
+from conftest import (REPO, SR, TINY_FLOAT, TINY_INT8, ravdess_clips, readline_within, run_moodmic, sigterm, speechlike,
+                      start_moodmic, write)
 from edge.audio import load_audio
 from edge.config import GateSettings, Settings, SmoothingSettings
 from edge.daemon import Daemon
@@ -236,15 +236,12 @@ def test_file_source_streams_the_same_audio_as_loading_it(tmp_path):
 
 def test_sigterm_stops_promptly_with_exit_0(tmp_path):
     wav = write(tmp_path / "long.wav", speechlike(60.0))
-    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--model", str(TINY_INT8), "--source",
-                             f"file:{wav}", "--mqtt", "off"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    time.sleep(3.0)  # real-time replay: it is mid-file
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=10)
+    proc = start_moodmic("run", "--model", str(TINY_INT8), "--source", f"file:{wav}", "--mqtt", "off")
+    first = readline_within(proc.stdout, 30)  # its first state: real-time replay, so it is mid-file now
+    assert first.startswith("{"), first
+    seconds, err = sigterm(proc)
     assert proc.returncode == 0, err
-    assert time.monotonic() - t0 < 2.0
+    assert seconds < 2.0
     assert "health:" in err
 
 

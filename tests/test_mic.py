@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_FLOAT, run_moodmic, speechlike, write
+from conftest import REPO, TINY_FLOAT, readline_within, run_moodmic, speechlike, wait_until, write
 
 PROB_TOLERANCE = 0.02  # the device path resamples twice (16 -> 44.1 -> 16 kHz)
 
@@ -35,18 +35,20 @@ def pulse(tmp_path_factory):
                                f"module-native-protocol-unix auth-anonymous=1 socket={root}/native"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fifo = root / "src.fifo"
-    for _ in range(50):
-        ok = subprocess.run(["pactl", "load-module", "module-pipe-source", "source_name=wavsrc", f"file={fifo}",
-                             "format=s16le", "rate=16000", "channels=1"], env=env, capture_output=True)
-        if ok.returncode == 0:
-            break
-        time.sleep(0.1)
-    else:
+    load = ["pactl", "load-module", "module-pipe-source", "source_name=wavsrc", f"file={fifo}", "format=s16le",
+            "rate=16000", "channels=1"]
+    if not wait_until(lambda: subprocess.run(load, env=env, capture_output=True).returncode == 0, 5, every=0.1):
         server.kill()
         pytest.skip("pulseaudio did not start here")
     yield {**env, "PULSE_SOURCE": "wavsrc"}, fifo
     server.kill()
     server.wait()
+
+
+def recording(env: dict) -> bool:
+    """A client has a record stream open on the PulseAudio server: the daemon's microphone is listening."""
+    out = subprocess.run(["pactl", "list", "short", "source-outputs"], env=env, capture_output=True, text=True)
+    return out.returncode == 0 and bool(out.stdout.strip())
 
 
 def test_devices_lists_the_capture_device(pulse):
@@ -63,7 +65,8 @@ def test_mic_path_gives_the_windows_of_the_file_path(pulse, tmp_path):
     mic = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--model", str(TINY_FLOAT), "--source", "mic",
                             "--device", "pulse", "--mqtt", "off", "--raw"], cwd=REPO, env=env, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(1.5)  # the stream is open and waiting on the pipe
+    # the stream is open and waiting on the pipe
+    assert wait_until(lambda: recording(env) or mic.poll() is not None, 30) and mic.poll() is None, mic.communicate()
     with open(fifo, "wb") as f:
         f.write(pcm)
     out, err = mic.communicate(timeout=30)  # after the recording, the source runs dry: a dead microphone
@@ -92,15 +95,15 @@ def test_a_device_vanishing_mid_stream_is_a_dead_microphone(pulse, tmp_path):
     mic = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--model", str(TINY_FLOAT), "--source", "mic",
                             "--device", "pulse", "--mqtt", "off", "--raw"], cwd=REPO,
                            env={**env, "PULSE_SOURCE": "gone"}, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(1.5)
+    assert wait_until(lambda: recording(env) or mic.poll() is not None, 30) and mic.poll() is None, mic.communicate()
     audio = (np.clip(speechlike(4.0, seed=12), -1, 1) * 32767).astype("<i2").tobytes()
     with open(fifo, "wb") as f:
         f.write(audio)
         f.flush()
-        time.sleep(1.0)
+        first = readline_within(mic.stdout, 30)  # a window out: it was really listening before the device went
         subprocess.run(["pactl", "unload-module", module], env=env, check=True)
     t0 = time.monotonic()
     out, err = mic.communicate(timeout=30)
     assert mic.returncode == 75 and "stopped or was unplugged" in err, err
     assert time.monotonic() - t0 < 10  # dead_after_seconds (5 s) plus start-up slack
-    assert len(out.splitlines()) >= 1  # it was really listening before the device went
+    assert json.loads(first)["label"], (first, out)

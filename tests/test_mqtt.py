@@ -1,5 +1,9 @@
 """edge.mqtt against a real mosquitto: the MQTT contract, Home Assistant discovery, credentials and TLS,
-outages, the bounded queue's drop count, and the spool. No mocks of paho."""
+outages, the bounded queue's drop count, and the spool. No mocks of paho.
+
+A wrong password, a broker outage and the spool at shutdown are tested here, at the publisher, in
+seconds (the default run); the same faults with the real daemon, counted for RELIABILITY.md, are in
+tests/test_faults.py (`-m faults`)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker import Broker, Recorder, broker_fixture, make_ca  # noqa: F401  (the `broker` fixture)
-from conftest import REPO
+from conftest import REPO, wait_until
 from edge import __version__
 from edge.config import MqttSettings
 from edge.errors import ConfigError
@@ -71,15 +75,6 @@ def in_order_once_at_least(got: list[int]) -> list[int]:
     firsts = list(dict.fromkeys(got))
     assert firsts == sorted(firsts), f"out of order: {got}"
     return firsts
-
-
-def wait_until(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # -- settings helpers ---------------------------------------------------------------------------------
@@ -142,10 +137,10 @@ def test_topics_payloads_retained_flags_and_availability(broker: Broker, make_pu
     availability = lambda ms: [m.text() for m in ms if m.topic == f"{BASE}/availability"]  # noqa: E731
     assert rec.wait_for(lambda ms: availability(ms) == ["online", "offline"], 5)
     late = Recorder(broker, ["moodmic/#"], client_id="late", clean_session=True).start()
-    assert late.wait_for(lambda ms: len(ms) >= 2, 5)
-    time.sleep(0.3)
-    retained = {m.topic: m.text() for m in late.messages if m.retain}
-    assert retained == {f"{BASE}/availability": "offline", f"{BASE}/state": json.dumps(s2.to_dict())}
+    retained = lambda ms: {m.topic: m.text() for m in ms if m.retain}  # noqa: E731
+    expected = {f"{BASE}/availability": "offline", f"{BASE}/state": json.dumps(s2.to_dict())}
+    # the broker sends every retained message at once on SUBACK: one too many never equals `expected`
+    assert late.wait_for(lambda ms: retained(ms) == expected, 5), retained(late.messages)
     late.stop()
     rec.stop()
     lines = [r.getMessage() for r in caplog.records if r.name == "edge.mqtt"]
@@ -278,6 +273,7 @@ def _raises(check: Any) -> bool:
 def test_wrong_password_raises_config_error_once(tmp_path: Path, make_publisher: Any,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A wrong password at the publisher, fast; `moodmic run` exiting 78, counted: tests/test_faults.py."""
     with Broker(tmp_path / "b", users={"moodmic": "s3cret"}) as b:
         monkeypatch.setenv("MOODMIC_MQTT_PASSWORD", "wrong-pw")
         pub = make_publisher(settings(b, username="moodmic"))
@@ -287,7 +283,7 @@ def test_wrong_password_raises_config_error_once(tmp_path: Path, make_publisher:
         with pytest.raises(ConfigError, match="refused the connection .*Not authorized.*mqtt.username") as err:
             pub.check()
         assert err.value.exit_code == 78 and "wrong-pw" not in str(err.value)
-        time.sleep(1.5)  # several backoff periods: no retry loop
+        time.sleep(1.5)  # the scenario: several backoff periods (0.1-0.5 s) pass, and no retry may follow
         assert b.log_text().count("not authorised") == 1
         assert sum("refused" in r.message for r in caplog.records) == 1
         assert not any("wrong-pw" in r.getMessage() for r in caplog.records)
@@ -305,20 +301,21 @@ def test_no_broker_wait_connected_false_and_close_is_prompt(tmp_path: Path, make
 
 
 # -- outages, the bound, the spool --------------------------------------------------------------------
-def test_broker_down_10s_mid_stream_every_seq_arrives_in_order(tmp_path: Path, make_publisher: Any) -> None:
+def test_broker_down_3s_mid_stream_every_seq_arrives_in_order(tmp_path: Path, make_publisher: Any) -> None:
+    """The outage at the publisher, fast; with the real daemon and counted: tests/test_faults.py."""
     with Broker(tmp_path / "b") as b:
         rec = Recorder(b, [f"{BASE}/state"]).start()
         pub = make_publisher(settings(b, discovery=False))
         assert pub.wait_connected(5)
-        n, down_at, up_at = 140, 20, 120  # one state per 0.1 s: the broker is away for 10 s
+        n, down_at, up_at = 100, 20, 80  # one state per 0.05 s: the broker is away for 3 s (6+ reconnect tries)
         for seq in range(1, n + 1):
             pub.publish_state(state(seq))
             if seq == down_at:
                 b.stop()
             elif seq == up_at:
-                assert not pub.stats()["connected"] and pub.stats()["queued"] > 50
+                assert not pub.stats()["connected"] and pub.stats()["queued"] > 40
                 b.start()
-            time.sleep(0.1)
+            time.sleep(0.05)  # the scenario's pace, not a wait for something
         assert rec.wait_for(lambda ms: n in seqs(rec), 15), seqs(rec)
         assert in_order_once_at_least(seqs(rec)) == list(range(1, n + 1))
         assert wait_until(lambda: pub.stats()["acked"] == n, 5)
@@ -371,6 +368,7 @@ def test_queue_bound_drops_oldest_and_counts_exactly(tmp_path: Path, make_publis
 
 
 def test_close_during_outage_spools_and_the_next_start_sends_it_first(tmp_path: Path, make_publisher: Any) -> None:
+    """The spool at the publisher, fast; `moodmic run` SIGTERMed in an outage, counted: tests/test_faults.py."""
     spool = tmp_path / "state" / "spool.jsonl"
     with Broker(tmp_path / "b") as b:
         rec = Recorder(b, [f"{BASE}/state", f"{BASE}/event"]).start()
