@@ -1,4 +1,4 @@
-"""The converter's view of a trainer run directory (format: trainer/run.py).
+"""The converter's view of a trainer run directory (format: trainer/rundir.py).
 
 Which clips are training (representative windows) and validation (parity) comes from the run's
 manifest.csv (a run of split `all` has no validation side: parity then runs on the training clips,

@@ -32,7 +32,7 @@ from trainer.corpus import load_corpus
 from trainer.crossval import finished_folds, fold_dir, fold_number
 from trainer.evaluate import groups, metrics
 from trainer.model import load_keras_model, outputs_logits, raw_outputs, softmax
-from trainer.run import read_servable_run
+from trainer.rundir import read_servable_run
 from trainer.settings import RunSettings
 from trainer.splits import make_split
 

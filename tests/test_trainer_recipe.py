@@ -204,7 +204,7 @@ def test_final_model_on_every_clip_converts_with_its_temperature_and_parity_on_t
     from edge.errors import EXIT_CONFIG
     from edge.model import EmotionModel, softmax
     from trainer.cli import main as train
-    from trainer.run import read_run
+    from trainer.rundir import read_run
     from trainer_synth import make_corpus
 
     corpus = make_corpus(tmp_path / "corpus", speakers=4, reps=1)
@@ -239,7 +239,8 @@ def test_cv_calibration_and_the_ensemble_of_fold_models_convert_to_one_logits_bu
     from edge.model import EmotionModel, softmax
     from trainer.cli import main as train
     from trainer.model import batched_infer
-    from trainer.run import read_run, rebuild_model
+    from trainer.graphs import rebuild_model
+    from trainer.rundir import read_run
     from trainer_synth import make_corpus
 
     corpus = make_corpus(tmp_path / "corpus", speakers=6, reps=1)
@@ -283,7 +284,8 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     from edge.bundle import load_bundle
     from trainer.cli import main as train
     from trainer.final import median_schedule
-    from trainer.run import read_run, rebuild_model
+    from trainer.graphs import rebuild_model
+    from trainer.rundir import read_run
     from trainer_synth import make_corpus
 
     corpus = make_corpus(tmp_path / "corpus", speakers=6, reps=1)
@@ -385,7 +387,7 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
 
 def test_a_mixup_run_trains_on_blended_targets_and_validates_on_one_hot_labels(tmp_path):
     from trainer.cli import main as train
-    from trainer.run import read_run
+    from trainer.rundir import read_run
     from trainer_synth import make_corpus
 
     corpus = make_corpus(tmp_path / "corpus", speakers=4, reps=1)
@@ -404,7 +406,7 @@ def test_a_mixup_run_trains_on_blended_targets_and_validates_on_one_hot_labels(t
 
 def test_refit_retrains_each_fold_on_its_validation_actors_too_for_the_epochs_they_chose(tmp_path):
     from trainer.cli import main as train
-    from trainer.run import read_run
+    from trainer.rundir import read_run
     from trainer_synth import make_corpus
 
     corpus = make_corpus(tmp_path / "corpus", speakers=6, reps=1)
@@ -475,75 +477,6 @@ def test_refit_retrains_each_fold_on_its_validation_actors_too_for_the_epochs_th
     assert train(["refit", str(cvs[0]), "--out", str(cvs[0])]) == EXIT_USAGE
 
 
-def test_gradient_reversal_is_the_identity_forward_and_minus_weight_times_the_gradient_backward():
-    import tensorflow as tf
-
-    from trainer.adversary import GradientReversal
-
-    x = tf.Variable([[1.0, -2.0, 3.0]])
-    with tf.GradientTape() as tape:
-        y = GradientReversal(0.25)(x)
-        loss = tf.reduce_sum(y * tf.constant([[2.0, 3.0, 5.0]]))
-    np.testing.assert_array_equal(y.numpy(), x.numpy())
-    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), [[-0.5, -0.75, -1.25]])
-
-
-def test_the_speaker_adversary_reaches_the_shared_features_reversed_and_its_head_learns_normally():
-    import tensorflow as tf
-    import tf_keras as keras
-
-    from trainer.adversary import SPEAKER, emotion_model, with_speaker_adversary
-
-    base = build_model("tiny", 8, P, settings=ModelSettings())
-    model = with_speaker_adversary(base, 3, 0.5)
-    assert model.output_names == ["logits", SPEAKER] and emotion_model(model).output_names == ["logits"]
-    x = np.random.default_rng(0).normal(size=(4, P.n_frames, P.n_mels)).astype(np.float32)
-    np.testing.assert_allclose(model(x)[0].numpy(), base(x).numpy(), rtol=1e-6)  # the same layers
-    reversal = model.get_layer("gradient_reversal")
-    shared = next(layer for layer in base.layers if isinstance(layer, keras.layers.Conv1D)).kernel  # under the pooled features
-    head = model.get_layer(SPEAKER).kernel
-
-    keras_ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def grads(weight):
-        reversal.weight = weight
-        with tf.GradientTape() as tape:
-            loss = keras_ce(np.array([0, 1, 2, 0]), model(x, training=False)[1])
-        return [g.numpy() for g in tape.gradient(loss, [shared, head])]
-
-    (shared_adv, head_adv), (shared_plain, head_plain) = grads(0.5), grads(-1.0)  # -1: the plain gradient
-    assert np.abs(shared_plain).max() > 0
-    np.testing.assert_allclose(shared_adv, -0.5 * shared_plain, rtol=1e-4, atol=1e-9)
-    np.testing.assert_allclose(head_adv, head_plain, rtol=1e-5)
-
-
-def test_a_speaker_adversary_run_trains_on_its_training_actors_and_keeps_the_emotion_model_alone(tmp_path):
-    from trainer.cli import main as train
-    from trainer.run import read_run, rebuild_model
-    from trainer_synth import make_corpus
-
-    corpus = make_corpus(tmp_path / "corpus", speakers=4, reps=1)
-    common = ["--data", str(corpus), "--folds", "4", "--val-actors", "1", "--arch", "tiny", "--epochs", "2",
-              "--aug-copies", "0", "--cache", str(tmp_path / "cache")]
-    run = tmp_path / "run"
-    assert train(["train", *common, "--out", str(run), "--speaker-adversary", "0.5"]) == 0
-    info = read_run(run)
-    assert info["settings"]["fit"]["speaker_adversary"] == 0.5
-    trained = load_keras_model(run / "checkpoints" / "last" / "model.keras")  # what --resume continues
-    n_train_actors = len(info["split"]["train"]["actors"])
-    assert trained.output_names == ["logits", "speaker"] and trained.outputs[1].shape[-1] == n_train_actors
-    kept = load_keras_model(run / "model.keras", compile=False)
-    assert kept.output_names == ["logits"] and outputs_logits(kept)
-    assert kept.count_params() == build_model("tiny", 8, P, settings=ModelSettings()).count_params() == info["parameters"]
-    assert rebuild_model(run).output_names == ["logits"]  # what the converter clones
-    for r in csv.DictReader(open(run / "history.csv")):  # the emotion output's metrics, under their usual names
-        assert 0 <= float(r["accuracy"]) <= 1 and 0 <= float(r["val_accuracy"]) <= 1 and np.isfinite(float(r["val_loss"]))
-    assert info["metrics"]["test"]["all"]["clips"] == info["split"]["test"]["clips"]
-    for bad in (["--speaker-adversary", "-1"], ["--speaker-adversary", "0.5", "--mixup", "0.4"],
-                ["--speaker-adversary", "0.5", "--monitor", "val_accuracy"]):
-        assert train(["train", *common, "--out", str(tmp_path / "bad"), *bad]) == EXIT_USAGE
-
-
 def _teacher_file(path, corpus_root, sides, seed=0):
     """A teacher file (trainer.teacher) with random probabilities for each listed set of training actors."""
     from trainer.corpus import LABELS, load_corpus
@@ -598,7 +531,7 @@ def test_a_teacher_run_needs_soft_labels_for_exactly_its_training_actors(tmp_pat
     from itertools import combinations
 
     from trainer.cli import main as train
-    from trainer.run import read_run
+    from trainer.rundir import read_run
     from trainer_synth import make_corpus
 
     root = make_corpus(tmp_path / "corpus", speakers=4, reps=1)

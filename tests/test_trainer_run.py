@@ -256,7 +256,7 @@ def test_rebuilt_batch1_clone_matches_the_saved_model(actor_run):
     import numpy as np
 
     from trainer.model import load_keras_model
-    from trainer.run import rebuild_model
+    from trainer.graphs import rebuild_model
 
     run_dir, data, _ = actor_run
     clone = rebuild_model(run_dir, batch_size=1)
@@ -297,3 +297,24 @@ def test_cli_refuses_to_overwrite_or_to_resume_with_other_settings(actor_run, sy
     empty.mkdir()
     assert main(["train", "--data", str(empty), "--out", str(tmp_path / "r")]) == 66
     assert "no RAVDESS-named audio" in capsys.readouterr().err
+
+
+def test_a_run_of_an_option_that_left_the_trainer_is_not_resumed_or_refitted_without_it(actor_run, tmp_path, capsys):
+    """A run trained with a research option the trainer no longer has (e.g. the speaker adversary,
+    research/README.md) would silently continue without it: refused, naming the option. An option
+    saved as off is no obstacle."""
+    import shutil
+
+    from trainer.settings import dropped_settings
+
+    assert dropped_settings({"fit": {"speaker_adversary": 0.0, "epochs": 3}, "arch": "cnn"}) == []
+    assert dropped_settings({"fit": {"speaker_adversary": 0.2}}) == ["fit.speaker_adversary = 0.2"]
+    run_dir = tmp_path / "old"
+    shutil.copytree(actor_run[0], run_dir)
+    for name in ("settings.json", "run.json"):
+        saved = json.loads((run_dir / name).read_text())
+        (saved["settings"] if "settings" in saved else saved)["fit"]["speaker_adversary"] = 0.2
+        (run_dir / name).write_text(json.dumps(saved))
+    (run_dir / "run.json").unlink()  # an unfinished run
+    assert main(["train", "--resume", "--out", str(run_dir)]) == 2
+    assert "fit.speaker_adversary = 0.2, which this moodmic-train no longer has" in capsys.readouterr().err

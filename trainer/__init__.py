@@ -5,9 +5,13 @@ trained on exactly what the device computes; whole-file scores come from edge.pr
 
 Modules, in the order data flows through them: corpus (what clips exist), splits (who goes where),
 augment + cache (waveform augmentation, feature cache), speaker (speaker normalisation, an
-experiment), data (training windows, oversampling), model + losses (architectures, focal loss),
-adversary (training against a speaker classifier, an experiment), train (fit, resume), evaluate
-(metrics), report (plots, model card), run (run directory and run.json), cli.
+experiment), teacher (soft labels for distillation), data (training windows, oversampling),
+model + losses (architectures, focal loss), train (fit, resume), evaluate (metrics), report
+(plots, model card), rundir (the run directory format), run (one run), crossval, refit, members,
+ensemble and final (runs of runs; graphs averages their models), calibrate, rescore, cli.
+
+The shipped model's recipe and results are in trainer/recipe/; variants and probes that did not
+ship are in research/, which may import the trainer and is never imported by it.
 """
 
 import os

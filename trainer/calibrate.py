@@ -32,7 +32,7 @@ from edge.model import softmax
 
 from .crossval import finished_folds
 from .progress import progress
-from .run import read_run, read_servable_run
+from .rundir import read_run, read_servable_run
 
 CALIBRATION = "calibration.json"
 ECE_BINS = 15

@@ -5,13 +5,14 @@
     moodmic-train cv --out DIR [--fold K] ...     every fold (or fold K) as DIR/fold-K, plus a summary
     moodmic-train evaluate RUN_OR_BUNDLE [--data DIR] [--out DIR]
     moodmic-train calibrate CV_DIR               temperature from the CV's validation actors (logits models)
+    moodmic-train conditions RUN_OR_CV_DIR --noise DIR [--out OUT]   validation and test actors in rooms and noise
     moodmic-train ensemble CV_DIR --out RUN      the CV's fold models averaged in one model (a run to convert)
     moodmic-train members CV_DIR CV_DIR ... --out DIR   a CV of ensembles: cv runs differing in --init-seed, per fold
     moodmic-train refit CV_DIR --out DIR [--fold K]   each fold retrained on all its non-test actors, as final trains
     moodmic-train final CV_DIR --out RUN [--refit DIR]   the CV's recipe trained on every actor (epochs and
                                                  rates from the CV), carrying DIR's figure if given
 
-Settings options default to the dataclass defaults (trainer.run.RunSettings and the settings it
+Settings options default to the dataclass defaults (trainer.settings.RunSettings and the settings it
 holds); a resumed run keeps its saved settings, and an option given with --resume must agree.
 Errors print `moodmic-train: error: <message>` and exit with the code of edge.errors.
 """
@@ -30,7 +31,6 @@ from .splits import KINDS
 from .settings import MONITORS, RunSettings, get_setting, settings_for_resume, with_setting
 
 PROG = "moodmic-train"
-REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = RunSettings()
 
 
@@ -45,7 +45,8 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--out", "out", {"metavar": "DIR"}, "run directory (cv: the folder of fold-K runs); default runs/<command>-<time>"),
     ("--cache", "cache", {"metavar": "DIR"}, "feature cache folder; default ~/.cache/moodmic/features"),
     ("--seed", "seed", {"type": int, "metavar": "N"}, "seed of splits, augmentation, crops and weights"),
-    ("--arch", "arch", {"metavar": "NAME"}, "model architecture: seed (the upstream's) or another in trainer.model.ARCHS"),
+    ("--arch", "arch", {"metavar": "NAME"},
+     "model architecture (trainer.model.ARCHS): cnn (the shipped model's), seed (the upstream's), tiny, tiny_lstm (tests)"),
     ("--eval-hop", "eval_hop_s", {"type": float, "metavar": "SECONDS"}, "hop between windows when scoring whole files"),
     ("--split", "split.kind", {"choices": KINDS},
      "actor: speaker-independent; stratified: the seed's clip-level split; all: every clip trains (final model)"),
@@ -70,8 +71,6 @@ _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--init-seed", "fit.init_seed", {"type": int, "metavar": "N"},
      "seed of weights, crops and batch augmentation only (ensemble members; default: --seed)"),
     ("--label-smoothing", "fit.label_smoothing", {"type": float, "metavar": "E"}, "label smoothing of the loss's targets"),
-    ("--speaker-adversary", "fit.speaker_adversary", {"type": float, "metavar": "WEIGHT"},
-     "train against a speaker classifier on the pooled features, its gradient reversed times WEIGHT (0: off)"),
     ("--teacher", "fit.teacher", {"metavar": "FILE"},
      "distil: soft labels of the training clips from a teacher file (trainer.teacher)"),
     ("--teacher-weight", "fit.teacher_weight", {"type": float, "metavar": "W"},
@@ -132,6 +131,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (resumable)")
     p.add_argument("--member", metavar="I", type=int, help="train member I only (one process per core), combine later")
     p.add_argument("--refit", metavar="DIR", help="a refit of CV_DIR (refit, then members): the figure the run carries")
+    p = sub.add_parser("conditions", help="a run's or CV's validation and test actors scored in rooms, noise and far field")
+    p.add_argument("target", metavar="RUN_OR_CV_DIR", help="a finished run, or a cv, refit or members folder of fold-K runs")
+    p.add_argument("--noise", metavar="NOISE_DIR", action="append", default=[],
+                   help="noise recordings with a manifest (path,kind,pool,source; corpora/ prepares them); repeatable")
+    p.add_argument("--out", metavar="DIR", help="where results and caches go (resumable; default RUN_OR_CV_DIR/conditions)")
+    p.add_argument("--data", metavar="DIR_OR_CSV", help="where the runs' clips are now, matched by sha256 (default: "
+                   "the paths in each run's manifest.csv)")
+    p.add_argument("--conditions", metavar="NAMES", help="comma-separated names or patterns, e.g. clean,noise-voices-* "
+                   "(default: all of trainer.rooms.CONDITIONS)")
+    p.add_argument("--clips-per-actor", metavar="N", type=int, help="score N clips per actor only (a quick run)")
+    p.add_argument("--seed", metavar="N", type=int, default=0, help="seed of every rendering (default 0)")
+    p.add_argument("--synthetic-noise", action="store_true",
+                   help="seeded stand-in noise instead of recordings, labelled synthetic (tests and dry runs)")
+    p.add_argument("--bundles", metavar="DIR", help="score converted bundles DIR/fold-K[/bundle] instead of the Keras models")
+    p.add_argument("--jobs", metavar="N", type=int, default=1, help="worker processes, at most one per core (default 1)")
     p = sub.add_parser("ensemble", help="the fold models of a cross-validation averaged in one model (a run directory)")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv --out folder")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (moodmic-convert reads it)")
@@ -142,7 +156,7 @@ def _default_data() -> str:
     data = data_dir()
     if data.is_dir():
         return str(data)
-    raise UsageError(f"--data is required: there is no {data} (set ${'{'}DATA_ENV{'}'} or pass --data DIR_OR_CSV)")
+    raise UsageError(f"--data is required: there is no {data} (set ${DATA_ENV} or pass --data DIR_OR_CSV)")
 
 
 def _settings(args: argparse.Namespace) -> tuple[RunSettings, set[str]]:
@@ -183,6 +197,13 @@ def run(argv: list[str] | None = None) -> None:
         from .final import final_run
 
         final_run(args.cv_dir, args.out, argv=argv, member=args.member, refit=args.refit)
+        return
+    if args.command == "conditions":
+        from .conditions import measure_conditions
+
+        measure_conditions(args.target, args.noise, args.out, data=args.data, conditions=args.conditions,
+                           clips_per_actor=args.clips_per_actor, seed=args.seed, synthetic_noise=args.synthetic_noise,
+                           bundles=args.bundles, jobs=args.jobs, argv=argv)
         return
     if args.command == "ensemble":
         from .ensemble import ensemble_run

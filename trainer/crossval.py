@@ -20,7 +20,8 @@ import numpy as np
 from edge.errors import ConfigError, UsageError
 
 from .evaluate import HEADLINE
-from .run import RUN_FILE, read_run, train_run
+from .run import train_run
+from .rundir import RUN_FILE, read_run
 from .settings import SETTINGS_FILE, RunSettings, settings_for_resume
 
 SUMMARY = "cv_summary.json"

@@ -62,17 +62,6 @@ class TrainingData:
         """Whether each training item is a song clip (once, not per batch; the speech-only warp skips them)."""
         return np.array([item.clip.channel == "song" for item in self.items], bool)
 
-    @cached_property
-    def speakers(self) -> tuple[str, ...]:
-        """The training actors, in the order of the speaker adversary's outputs (trainer.adversary)."""
-        return tuple(sorted({item.clip.speaker for item in self.items}))
-
-    @cached_property
-    def speaker_y(self) -> np.ndarray:
-        """Speaker index (in `speakers`) of each training item."""
-        index = {s: i for i, s in enumerate(self.speakers)}
-        return np.array([index[item.clip.speaker] for item in self.items], np.int64)
-
     @property
     def has_validation(self) -> bool:
         return len(self.val_x) > 0

@@ -9,7 +9,7 @@ held-out side: run.json's split is kind `all` (every clip on the training side, 
 cross-validation of the recipe (one model per fold), which is the figure to quote. An ensemble's
 own CV figure would leak: each fold's test actors trained the other members.
 
-run.json as trainer/run.py describes it (metrics: `cv` holds the CV means per group, with every
+run.json as trainer/rundir.py describes it (metrics: `cv` holds the CV means per group, with every
 fold's test actors and clips; val and test are empty), plus
     members   [{name, run, test_actors, val_actors, best_epoch}] in output-averaging order
     cv        the CV summary (cv_summary.json) of the recipe
@@ -21,44 +21,21 @@ import csv
 import io
 import shutil
 import sys
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from edge import __version__
 from edge.errors import UsageError
-from edge.features import FeatureParams
 
 from .crossval import finished_folds, read_summary
-from .run import FORMAT_VERSION, INPUT_LAYOUT, KERAS_MODEL, RUN_FILE, _command, _write_json, read_servable_run
+from .evaluate import HEADLINE
+from .graphs import combine_runs
+from .rundir import COMMAND_FILE, FORMAT_VERSION, INPUT_LAYOUT, KERAS_MODEL, RUN_FILE, command, read_servable_run, write_json
 
 
 def member_name(k: int) -> str:
     return f"fold_{k}"
-
-
-def combine(members: list, batch_size: int | None, params: FeatureParams, logits: bool):
-    """One model averaging `members` (Keras models, renamed fold_K) on a shared input."""
-    from .model import LOGITS, keras
-
-    inp = keras.Input(shape=(params.n_frames, params.n_mels), batch_size=batch_size, name="log_mel")
-    outs = [m(inp) for m in members]
-    out = keras.layers.Average(name=LOGITS if logits else "probabilities")(outs)
-    return keras.Model(inp, out, name="moodmic_ensemble")
-
-
-def combine_runs(run_dirs: list[Path], runs: list[dict], names: list[str]):
-    """One model averaging the trained models of `run_dirs` (their run.json in `runs`), renamed `names`."""
-    from .model import load_keras_model
-
-    members = []
-    for d, r, name in zip(run_dirs, runs, names):
-        m = load_keras_model(d / r["keras_model"], compile=False)
-        m._name = name
-        members.append(m)
-    logits = bool((runs[0]["settings"].get("model") or {}).get("logits", False))
-    return combine(members, None, FeatureParams.from_dict(runs[0]["features"]), logits)
 
 
 def copy_cv_reports(cv_dir: Path, out: Path) -> None:
@@ -66,22 +43,6 @@ def copy_cv_reports(cv_dir: Path, out: Path) -> None:
     for name in ("cv_summary.md", "cv_confusion.png", "calibration.json"):
         if (cv_dir / name).is_file():
             shutil.copy2(cv_dir / name, out / name)
-
-
-def rebuild_ensemble(run: dict, trained, batch_size: int | None):
-    """The ensemble with a fixed batch size: each member rebuilt from its architecture, weights copied."""
-    from .model import build_model
-    from .settings import ModelSettings
-
-    params = FeatureParams.from_dict(run["features"])
-    member_settings = replace(ModelSettings.from_dict(run["settings"]["model"]), ensemble=1)
-    members = []
-    for m in run["members"]:
-        clone = build_model(run["arch"], len(run["labels"]), params, batch_size, member_settings)
-        clone.set_weights(trained.get_layer(m["name"]).get_weights())
-        clone._name = m["name"]
-        members.append(clone)
-    return combine(members, batch_size, params, member_settings.logits)
 
 
 def ensemble_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None) -> dict[str, Any]:
@@ -116,8 +77,8 @@ def ensemble_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = N
     split = first["split"]
     actors = sorted({a for r in runs for p in ("train", "val", "test") for a in r["split"][p]["actors"]})
     summary = read_summary(cv_dir)
-    command = _command(argv)
-    (out / "command.txt").write_text(command + "\n", encoding="utf-8")
+    line = command(argv)
+    (out / COMMAND_FILE).write_text(line + "\n", encoding="utf-8")
     run = {
         "format_version": FORMAT_VERSION,
         "name": out.name,
@@ -141,13 +102,13 @@ def ensemble_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = N
         "cv": summary,
         "training": {"members": len(runs), "epochs_run": [r["training"]["epochs_run"] for r in runs],
                      "best_epoch": [r["training"]["best_epoch"] for r in runs]},
-        "metrics": {"cv": _cv_metrics(runs, summary), "val": {}, "test": {}},
-        "command": [command],
+        "metrics": {"cv": cv_metrics(runs, summary), "val": {}, "test": {}},
+        "command": [line],
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "moodmic_version": __version__,
     }
     copy_cv_reports(cv_dir, out)
-    _write_json(out / RUN_FILE, run)
+    write_json(out / RUN_FILE, run)
     print(f"{out}: ensemble of {len(runs)} fold models ({run['parameters']:,} parameters)", file=sys.stderr)
     return run
 
@@ -160,10 +121,8 @@ def _sexes(runs: list[dict]) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
-def _cv_metrics(runs: list[dict], summary: dict) -> dict[str, dict]:
+def cv_metrics(runs: list[dict], summary: dict) -> dict[str, dict]:
     """The CV means per group (all, speech, song) in a run's metrics layout, over every fold's test clips."""
-    from .evaluate import HEADLINE
-
     out = {}
     for group, stats in summary.get("summary", {}).items():
         out[group] = {k: stats[k]["mean"] for k in HEADLINE}

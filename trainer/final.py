@@ -5,7 +5,7 @@ ensemble per fold). For each member of the recipe, a run on every clip of the co
 with the member's own settings, for the epoch count its cross-validation chose (the median best
 epoch over folds) and with the learning rate of each epoch its folds used (the median over folds,
 as ReduceLROnPlateau lowered it): with no validation side there is nothing to stop or choose on.
-Several members are then averaged in one model (ensemble.combine), as RUN. With one member RUN is
+Several members are then averaged in one model (graphs.combine), as RUN. With one member RUN is
 that member's run.
 
 RUN is a run directory the converter reads (convert it with `--parity-side train`: it has no
@@ -34,10 +34,13 @@ from edge import __version__
 from edge.errors import UsageError
 
 from .crossval import finished_folds, read_summary
-from .ensemble import _cv_metrics, combine_runs, copy_cv_reports
+from .ensemble import copy_cv_reports, cv_metrics
+from .graphs import combine_runs
 from .members import member_name
-from .run import KERAS_MODEL, RUN_FILE, _command, _write_json, read_history, read_run, read_servable_run, train_run
-from .settings import SETTINGS_FILE, RunSettings
+from .refit import refit_figure
+from .run import train_run
+from .rundir import COMMAND_FILE, KERAS_MODEL, RUN_FILE, command, read_history, read_run, read_servable_run, write_json
+from .settings import SETTINGS_FILE, RunSettings, trainable_settings
 
 
 def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None,
@@ -58,13 +61,11 @@ def final_run(cv_dir: str | Path, out: str | Path, argv: list[str] | None = None
     if refit is None:  # figure_runs: the folds whose test actors give the figure the final run carries
         figure_runs, summary = runs, read_summary(cv_dir)
     else:
-        from .refit import refit_figure
-
         figure_runs, summary = refit_figure(cv_dir, runs, Path(refit))
     if len(member_folds) == 1:
         run = _train_member(member_folds[0], out, argv)
-        run |= {"cv": summary, "metrics": {**run["metrics"], "cv": _cv_metrics(figure_runs, summary)}}
-        _write_json(out / RUN_FILE, run)
+        run |= {"cv": summary, "metrics": {**run["metrics"], "cv": cv_metrics(figure_runs, summary)}}
+        write_json(out / RUN_FILE, run)
         return run
     if member is not None:
         _train_member(member_folds[member], out / f"member-{member}", argv)
@@ -87,7 +88,7 @@ def _train_member(fold_dirs: list[Path], out: Path, argv: list[str] | None) -> d
     runs = [read_run(d) for d in fold_dirs]
     epochs = int(round(float(np.median([r["training"]["best_epoch"] for r in runs]))))
     histories = [read_history(d) for d in fold_dirs]
-    base = RunSettings.from_dict(runs[0]["settings"])
+    base = trainable_settings(runs[0]["settings"], fold_dirs[0])
     settings = replace(base, out=str(out), split=replace(base.split, kind="all", refit=False),
                        fit=replace(base.fit, epochs=epochs, lr_schedule=median_schedule(histories, epochs)))
     resume = (out / SETTINGS_FILE).is_file()
@@ -104,8 +105,8 @@ def _combine(members: list[dict], member_dirs: list[Path], report_dirs: list[Pat
     model = combine_runs(member_dirs, members, [member_name(i) for i in range(len(members))])
     model.save(out / KERAS_MODEL)
     shutil.copy2(member_dirs[0] / "manifest.csv", out / "manifest.csv")
-    command = _command(argv)
-    (out / "command.txt").write_text(command + "\n", encoding="utf-8")
+    line = command(argv)
+    (out / COMMAND_FILE).write_text(line + "\n", encoding="utf-8")
     hop_s = cv_runs[0]["eval_hop_s"]  # the hop the CV figure was scored at (members --eval-hop)
     run = {
         **{k: first[k] for k in ("format_version", "labels", "features", "input_layout", "arch", "data", "split", "seed")},
@@ -119,13 +120,13 @@ def _combine(members: list[dict], member_dirs: list[Path], report_dirs: list[Pat
                      "epochs": r["training"]["epochs_run"]} for i, (d, r) in enumerate(zip(member_dirs, members))],
         "cv": summary,
         "training": {key: [r["training"][key] for r in members] for key in ("epochs_run", "seconds_per_epoch")},
-        "metrics": {"cv": _cv_metrics(cv_runs, summary), "val": {}, "test": {}},
-        "command": [command],
+        "metrics": {"cv": cv_metrics(cv_runs, summary), "val": {}, "test": {}},
+        "command": [line],
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "moodmic_version": __version__,
     }
     for d in report_dirs:
         copy_cv_reports(d, out)
-    _write_json(out / RUN_FILE, run)
+    write_json(out / RUN_FILE, run)
     print(f"{out}: {len(members)} members trained on every actor ({run['parameters']:,} parameters)", file=sys.stderr)
     return run

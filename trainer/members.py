@@ -2,14 +2,14 @@
 
 Each CV_DIR is a `moodmic-train cv` of the same recipe and folds, differing only in `--init-seed`
 (weights, crops and batch augmentation). For every fold finished in all of them, DIR/fold-K holds
-one model averaging the members' outputs (ensemble.combine), scored on that fold's validation and
+one model averaging the members' outputs (graphs.combine), scored on that fold's validation and
 test actors exactly as a fold run is (whole files through edge.predict, at `--eval-hop` seconds
 between windows if given, else at the members' own hop), and DIR gets the same cv_summary as `cv`.
 Every member of fold K trained on fold K's training actors only, so this is a speaker-independent
 figure for the recipe "an ensemble of N members" (unlike `ensemble`, which averages models of
 different folds).
 
-DIR/fold-K is a run directory (run.json as trainer/run.py describes it), so `calibrate DIR` and
+DIR/fold-K is a run directory (run.json as trainer/rundir.py describes it), so `calibrate DIR` and
 the converter read it like any fold; run.json adds
     members   [{name, run, init_seed, best_epoch}] in output-averaging order
 and training.best_epoch / epochs_run are lists, one entry per member.
@@ -30,9 +30,10 @@ from edge.features import FeatureParams, Frontend
 
 from .corpus import load_corpus
 from .crossval import finished_folds, fold_dir, fold_number, summarize
-from .ensemble import combine_runs
 from .evaluate import HEADLINE
-from .run import KERAS_MODEL, RUN_FILE, _command, _evaluate, _write_json, eval_hop_frames, read_run, read_servable_run
+from .graphs import combine_runs
+from .run import eval_hop_frames, write_evaluation
+from .rundir import COMMAND_FILE, KERAS_MODEL, RUN_FILE, command, read_run, read_servable_run, write_json
 from .settings import RunSettings
 from .splits import make_split
 
@@ -103,9 +104,9 @@ def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | Non
     model.save(out / KERAS_MODEL)
     shutil.copy2(run_dirs[0] / "manifest.csv", out / "manifest.csv")
     frontend = Frontend(params)
-    metrics = _evaluate(out, batched_infer(model), corpus, split, sides, frontend, hop)
-    command = _command(argv)
-    (out / "command.txt").write_text(command + "\n", encoding="utf-8")
+    metrics = write_evaluation(out, batched_infer(model), corpus, split, sides, frontend, hop)
+    line = command(argv)
+    (out / COMMAND_FILE).write_text(line + "\n", encoding="utf-8")
     run = {
         **{key: first[key] for key in ("format_version", "labels", "features", "input_layout", "arch", "data", "seed")},
         "eval_hop_s": hop_s,  # the bundle's, so `moodmic predict` scores files as this CV did
@@ -118,10 +119,10 @@ def _combine_fold(k: int, run_dirs: list[Path], out: Path, argv: list[str] | Non
                     for i, (d, r, s) in enumerate(zip(run_dirs, runs, seeds))],
         "training": {key: [r["training"][key] for r in runs] for key in ("epochs_run", "best_epoch")},
         "metrics": {part: metrics[part] for part in ("val", "test")},
-        "command": [command],
+        "command": [line],
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "moodmic_version": __version__,
     }
-    _write_json(out / RUN_FILE, run)
+    write_json(out / RUN_FILE, run)
     print(f"{out}: {len(runs)} members, test " + ", ".join(f"{m} {metrics['test']['all'][m]:.3f}" for m in HEADLINE),
           file=sys.stderr)

@@ -10,13 +10,7 @@ converter's batch-1 clone).
   512 k3 -> LayerNorm -> LeakyReLU -> MaxPool 2 -> Dropout 0.3], Bidirectional LSTM 128,
   SeqSelfAttention (keras-self-attention, sigmoid), GlobalAveragePooling, Dense 256 / 128 / n.
 - `cnn`: a small BatchNorm CNN (~0.2 M parameters), the kind that did better than the seed on
-  unseen actors (DESIGN.md).
-- `cnn_wide`: `cnn` with 1.5x the channels in every layer (~0.43 M parameters, about twice the
-  size and compute): whether one model gains from width what five averaged gain (MODEL_CARD.md).
-- `cnn_stats`: `cnn` with statistics pooling (each channel's mean and standard deviation over time)
-  instead of global average pooling.
-- `cnn2d`: 2-D convolutions over (time, mel) (~95 k parameters, ~45 M multiply-adds per window):
-  filters shared across frequency. Tried once for the default model and not kept (MODEL_CARD.md).
+  unseen actors (DESIGN.md): the shipped model's members.
 - `tiny`: a ~12 k-parameter CNN for tests and smoke runs.
 - `tiny_lstm`: the seed's op mix at toy size, so converter tests meet the seed's fused LSTM graph.
 
@@ -26,11 +20,14 @@ ModelSettings (run settings `model.*`) add to any architecture:
   is constant over the window disappears). It converts to the builtin TFLite ops MEAN + SUB.
 - `band_std`: after the band mean, divide each band by its standard deviation over the window
   (BandScaling: per-window variance normalisation too, so only the shape of a band's movement
-  counts, not its extent); MUL + MEAN + ADD + RSQRT + MUL in TFLite. Tried once, not kept (MODEL_CARD.md).
+  counts, not its extent); MUL + MEAN + ADD + RSQRT + MUL in TFLite. Tried once, not kept (research/VARIANTS.md).
 - `logits`: the last layer has no softmax (named "logits"); the loss applies softmax, and a
   bundle can then carry a temperature (edge.model applies softmax(logits / T)).
 - `ensemble`: N copies of the architecture on the same normalised input, their outputs averaged
   inside one graph (one .tflite), trained together.
+
+Architectures that were cross-validated and not kept (`cnn_wide`, `cnn_stats`, `cnn2d`) live in
+research/architectures.py, which adds them to ARCHS for research/train.py.
 """
 
 from __future__ import annotations
@@ -47,7 +44,6 @@ from keras_self_attention import SeqSelfAttention
 from edge.errors import UsageError
 from edge.features import FeatureParams
 
-from .adversary import SPEAKER, GradientReversal, has_speaker_output
 from .losses import FocalLoss
 from .settings import LEGACY_MODEL, ModelSettings
 
@@ -77,20 +73,8 @@ class BandScaling(L.Layer):
         return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=1, keepdims=True) + self.VARIANCE_FLOOR)
 
 
-@keras.saving.register_keras_serializable(package="moodmic")
-class StatsPooling(L.Layer):
-    """(batch, time, channels) -> (batch, 2 * channels): each channel's mean and standard deviation over time
-    (statistics pooling, as in x-vectors: how much a feature moves, not only its average level)."""
-
-    def call(self, x):
-        mean = tf.reduce_mean(x, axis=1)
-        var = tf.reduce_mean(tf.square(x - mean[:, None, :]), axis=1)
-        return tf.concat([mean, tf.sqrt(var + 1e-5)], axis=-1)
-
-
 CUSTOM_OBJECTS = {"SeqSelfAttention": SeqSelfAttention, "FocalLoss": FocalLoss,
-                  "BandMeanSubtraction": BandMeanSubtraction, "BandScaling": BandScaling, "StatsPooling": StatsPooling,
-                  "GradientReversal": GradientReversal}
+                  "BandMeanSubtraction": BandMeanSubtraction, "BandScaling": BandScaling}
 
 
 @contextmanager
@@ -120,29 +104,13 @@ def _seed(x, n_labels: int, activation: str | None = "softmax"):
 CNN_LAYERS = ((96, 5), (128, 3), (128, 3), (160, 3))  # (filters, kernel) of `cnn`'s blocks
 
 
-def _cnn(x, n_labels: int, activation: str | None = "softmax", stats: bool = False, width: float = 1.0):
+def _cnn(x, n_labels: int, activation: str | None = "softmax"):
     for filters, kernel in CNN_LAYERS:
-        filters = int(filters * width)
         x = L.Conv1D(filters, kernel, padding="same", use_bias=False)(x)
         x = L.BatchNormalization()(x)
         x = L.ReLU()(x)
         x = L.MaxPooling1D(2)(x)
-    x = StatsPooling()(x) if stats else L.GlobalAveragePooling1D()(x)
-    x = L.Dropout(0.3)(x)
-    return L.Dense(n_labels, activation=activation)(x)
-
-
-def _cnn2d(x, n_labels: int, activation: str | None = "softmax"):
-    """2-D convolutions over (time, mel): filters shared across frequency, so a voice's pitch or
-    formants a few bands higher meet the same weights (the 1-D `cnn` learns each band apart)."""
-    x = L.Reshape((x.shape[1], x.shape[2], 1))(x)
-    x = L.AveragePooling2D((1, 2))(x)  # 64 bands: half the compute, ~1/3 octave still resolved
-    for filters in (24, 48, 64, 96):
-        x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = L.BatchNormalization()(x)
-        x = L.ReLU()(x)
-        x = L.MaxPooling2D(2)(x)
-    x = L.GlobalAveragePooling2D()(x)
+    x = L.GlobalAveragePooling1D()(x)
     x = L.Dropout(0.3)(x)
     return L.Dense(n_labels, activation=activation)(x)
 
@@ -166,18 +134,9 @@ def _tiny_lstm(x, n_labels: int, activation: str | None = "softmax"):
     return L.Dense(n_labels, activation=activation)(x)
 
 
-def _cnn_stats(x, n_labels: int, activation: str | None = "softmax"):
-    return _cnn(x, n_labels, activation, stats=True)
-
-
-def _cnn_wide(x, n_labels: int, activation: str | None = "softmax"):
-    return _cnn(x, n_labels, activation, width=1.5)
-
-
-ARCHS: dict[str, Callable] = {
-    "seed": _seed, "cnn": _cnn, "cnn_stats": _cnn_stats, "cnn_wide": _cnn_wide, "cnn2d": _cnn2d, "tiny": _tiny,
-    "tiny_lstm": _tiny_lstm,
-}
+# name -> builder(x, n_labels, activation): the shipped recipe's `cnn`, the upstream `seed` (the
+# baseline the bench and the converter tests use) and the two test architectures.
+ARCHS: dict[str, Callable] = {"seed": _seed, "cnn": _cnn, "tiny": _tiny, "tiny_lstm": _tiny_lstm}
 
 
 def build_model(arch: str, n_labels: int, params: FeatureParams, batch_size: int | None = None,
@@ -203,20 +162,13 @@ def build_model(arch: str, n_labels: int, params: FeatureParams, batch_size: int
 
 
 def outputs_logits(model: keras.Model) -> bool:
-    return model.output_names[0] == LOGITS  # the emotion output (a training model may have a speaker one too)
+    return model.output_names[0] == LOGITS
 
 
 def compile_model(model: keras.Model, learning_rate: float, gamma: float, label_smoothing: float = 0.0) -> None:
-    """Adam and the focal loss; a model with the speaker adversary (trainer.adversary) adds cross-entropy
-    on its speaker output, at full weight: the reversal layer scales what reaches the features."""
+    """Adam and the focal loss."""
     loss = FocalLoss(gamma, from_logits=outputs_logits(model), label_smoothing=label_smoothing)
-    optimizer = keras.optimizers.Adam(learning_rate)
-    if not has_speaker_output(model):
-        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-        return
-    emotion = model.output_names[0]
-    model.compile(optimizer=optimizer, metrics={emotion: ["accuracy"]},
-                  loss={emotion: loss, SPEAKER: keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
 
 
 def load_keras_model(path, compile: bool = True) -> keras.Model:

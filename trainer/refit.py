@@ -26,8 +26,9 @@ from typing import Any
 from edge.errors import UsageError
 
 from .crossval import finished_folds, fold_dir, fold_number, read_summary, summarize
-from .run import RUN_FILE, read_history, read_run, read_servable_run, train_run
-from .settings import SETTINGS_FILE, RunSettings
+from .run import train_run
+from .rundir import RUN_FILE, read_history, read_run, read_servable_run
+from .settings import SETTINGS_FILE, RunSettings, trainable_settings
 
 
 def refit_cv(cv_dir: str | Path, out: str | Path, fold: int | None = None,
@@ -49,7 +50,7 @@ def refit_cv(cv_dir: str | Path, out: str | Path, fold: int | None = None,
 def refit_settings(fold_run: Path, out: Path) -> RunSettings:
     """Fold K's settings on every actor outside its test side, for its best epoch at the rates it used."""
     run = read_run(fold_run)
-    base = RunSettings.from_dict(run["settings"])
+    base = trainable_settings(run["settings"], fold_run)
     if "members" in run or base.split.kind != "actor" or base.split.refit:
         raise UsageError(f"{fold_run}: refit retrains a fold of `moodmic-train cv` with an actor split; "
                          "refit each member's cv folder, then combine the refits with `members`")

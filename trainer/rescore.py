@@ -22,7 +22,7 @@ from edge.features import FeatureParams, Frontend
 
 from .corpus import load_corpus
 from .evaluate import HEADLINE, evaluate, score, write_predictions
-from .run import RUN_FILE, read_servable_run
+from .rundir import RUN_FILE, read_servable_run
 
 
 def _seen_in_run(run_dir: Path) -> set[str]:

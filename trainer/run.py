@@ -1,57 +1,15 @@
-"""A run: its settings, its directory, and run.json, the converter's input.
+"""`moodmic-train train`: one run, from corpus to a finished run directory (its format: trainer.rundir).
 
-Layout of a run directory:
-
-    settings.json            the run's settings (what --resume continues with)
-    command.txt              every command line that worked on the run
-    manifest.csv             every clip of the corpus with its split ('' = duplicate, not used)
-    fit_items.csv            every item behind the arrays passed to fit() (trainer/data.py)
-    checkpoints/             last/ (model + state for --resume) and best-EEE.keras
-    history.csv              one row per epoch; training_curves.png
-    model.keras              the best model by validation loss (tf-keras; custom objects: trainer.model)
-    metrics.json             per-split actor lists, and metrics of the val and test splits
-    predictions.csv          every scored clip with its probabilities
-    classification_report.txt, confusion_matrix.png (test, counts + row-normalised), confusion_matrix_val.png
-    model_card.md
-    run.json                 written last: a run without it has not finished
-    .lock                    held by the process training the run, so that no second one resumes it meanwhile
-
-run.json (format_version 1):
-
-    format_version  1
-    name            the run directory's name
-    labels          class names in the order of the model's outputs
-    features        edge.features.FeatureParams.to_dict() (includes feature_version)
-    eval_hop_s      whole-file scoring hop in seconds (edge.predict); the bundle's eval_hop_s
-    input_layout    "time_mel": input (batch, n_frames, n_mels) in dB exactly as edge.features gives it;
-                    the model standardises it itself (first layer)
-    arch            architecture name in trainer.model.ARCHS
-    keras_model     "model.keras", relative to the run directory; `rebuild_model(run_dir, batch_size=1)`
-                    gives the converter its fixed-batch clone with the trained weights
-    parameters      parameter count
-    data            {path, source ("ravdess-names" | "manifest"), manifest, clips, duplicates_dropped,
-                    used: "manifest.csv"}
-    split           {kind ("actor" | "stratified" | "all"), fold, folds, seed, train|val|test: {actors, sex, clips}}
-                    (kind "all": every clip trains, val and test are empty and so are the metrics)
-    seed            the run's seed
-    settings        the full settings (as settings.json); settings.model (band_mean, logits, ensemble)
-                    shapes the graph, and a logits model's outputs need softmax (trainer.model.batched_infer)
-    teacher         only with --teacher: {file, sha256} of the teacher file (trainer.teacher)
-    training        {epochs_run, best_epoch, stopped_early, seconds_per_epoch, train_items, rows_per_epoch,
-                    val_windows}
-    metrics         {val|test: {all|speech|song: {clips, accuracy, unweighted_accuracy, macro_f1,
-                    per_class_recall, confusion}}}, as in metrics.json
-    command         the command lines, oldest first
-    created_utc, moodmic_version
+train_run checks the settings and the data before the run directory is created, locks it, builds
+the training arrays (trainer.data), fits a new model or continues the saved one (trainer.train),
+scores the validation and test actors as whole files (trainer.evaluate) and writes run.json last.
+cv, refit and final call train_run for each of their runs.
 """
 
 from __future__ import annotations
 
-import csv
-import fcntl
 import io
 import json
-import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,59 +19,18 @@ import numpy as np
 
 from edge import __version__
 from edge.bundle import sha256_file
-from edge.errors import ConfigError, MissingInputError, UsageError
+from edge.errors import ConfigError, UsageError
 from edge.features import FeatureParams, Frontend
 
 from .cache import FeatureCache, default_cache_dir
 from .corpus import Clip, Corpus, load_corpus, write_manifest
 from .evaluate import HEADLINE, evaluate, score, write_predictions
+from .graphs import rebuild_model  # noqa: F401  (the converter's and the bench's entry point: trainer.run.rebuild_model)
+from .rundir import COMMAND_FILE, FORMAT_VERSION, INPUT_LAYOUT, KERAS_MODEL, RUN_FILE, command, lock_run, read_run, write_json
+from .rundir import read_servable_run  # noqa: F401  (the converter reads runs with trainer.run.read_servable_run)
 from .speaker import speaker_spectra
 from .settings import SETTINGS_FILE, RunSettings
 from .splits import PARTS, Split, make_split
-
-FORMAT_VERSION = 1
-RUN_FILE = "run.json"
-LOCK_FILE = ".lock"  # held by the process training the run (_lock)
-KERAS_MODEL = "model.keras"
-INPUT_LAYOUT = "time_mel"
-
-
-def read_run(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise MissingInputError(f"{run_dir}: no {RUN_FILE}; give a finished run directory (or resume it with train --resume)")
-    run = json.loads(path.read_text(encoding="utf-8"))
-    if run.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"{path}: format_version {run.get('format_version')!r} is not {FORMAT_VERSION}; retrain or upgrade moodmic")
-    return run
-
-
-def read_servable_run(run_dir: str | Path) -> dict[str, Any]:
-    """read_run, for what scores or ships the model as the device frontend feeds it: refuses a run
-    trained with speaker normalisation (trainer.speaker), which only train and cv apply (per actor)."""
-    run = read_run(run_dir)
-    if (run.get("settings", {}).get("model") or {}).get("speaker_mean"):
-        raise UsageError(f"{run_dir}: trained with --speaker-mean, which only moodmic-train train and cv apply "
-                         "(each actor's own spectrum) and the device frontend does not, so it cannot be scored, "
-                         "combined or converted here; retrain without --speaker-mean")
-    return run
-
-
-def rebuild_model(run_dir: str | Path, batch_size: int | None = 1):
-    """The run's trained model rebuilt with a fixed batch size (the converter's batch-1 clone)."""
-    from .model import build_model, load_keras_model
-    from .settings import ModelSettings
-
-    run = read_run(run_dir)
-    trained = load_keras_model(Path(run_dir) / run["keras_model"], compile=False)
-    if "members" in run:  # moodmic-train ensemble: fold models averaged in one graph
-        from .ensemble import rebuild_ensemble
-
-        return rebuild_ensemble(run, trained, batch_size)
-    clone = build_model(run["arch"], len(run["labels"]), FeatureParams.from_dict(run["features"]), batch_size,
-                        ModelSettings.from_dict(run["settings"].get("model")))
-    clone.set_weights(trained.get_weights())
-    return clone
 
 
 def eval_hop_frames(params: FeatureParams, hop_s: float) -> int:
@@ -124,47 +41,17 @@ def eval_hop_frames(params: FeatureParams, hop_s: float) -> int:
         raise UsageError(f"--eval-hop {hop_s}: {exc}") from None
 
 
-def read_history(run_dir: Path) -> list[dict]:
-    """history.csv: one row per epoch (strings, as written)."""
-    with open(run_dir / "history.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def _command(argv: list[str] | None) -> str:
-    return shlex.join(["moodmic-train", *(sys.argv[1:] if argv is None else argv)])
-
-
-def _lock(run_dir: Path) -> IO[str]:
-    """Hold the run directory for this process (released when it exits): two processes resuming one
-    run would train over each other's checkpoints and history."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK_FILE, "w", encoding="utf-8")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise UsageError(f"{run_dir}: another process is training this run now; wait for it to finish, "
-                         "or choose another --out") from None
-    return handle
-
-
 def _start(run_dir: Path, settings: RunSettings, resume: bool, params: FeatureParams, argv: list[str] | None) -> IO[str]:
     """Create (or reopen) and lock the run directory (the lock is returned: hold it while training);
     write settings.json and the command line."""
-    lock = _lock(run_dir)
+    lock = lock_run(run_dir)
     if resume:
         saved = json.loads((run_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
         if saved["features"] != params.to_dict():
             raise ConfigError(f"{run_dir}: was started with other feature parameters than this moodmic's; start a new run")
-    _write_json(run_dir / SETTINGS_FILE, {"settings": settings.to_dict(), "features": params.to_dict()})
-    with open(run_dir / "command.txt", "a", encoding="utf-8") as f:
-        f.write(_command(argv) + "\n")
+    write_json(run_dir / SETTINGS_FILE, {"settings": settings.to_dict(), "features": params.to_dict()})
+    with open(run_dir / COMMAND_FILE, "a", encoding="utf-8") as f:
+        f.write(command(argv) + "\n")
     return lock
 
 
@@ -180,12 +67,11 @@ def _check_sides(corpus: Corpus, split: Split) -> None:
 
 def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | None = None) -> dict[str, Any]:
     """Train, evaluate and write a complete run directory; returns run.json's content."""
-    from . import adversary, model as models  # imports TensorFlow
+    from . import model as models  # imports TensorFlow
 
     if settings.arch not in models.ARCHS:
         raise UsageError(f"--arch {settings.arch!r} is unknown; use one of {', '.join(models.ARCHS)}")
     settings.split.check()
-    _check_adversary(settings)
     run_dir = Path(settings.out)
     if resume and (run_dir / RUN_FILE).is_file():
         print(f"{run_dir}: already finished", file=sys.stderr)
@@ -212,9 +98,9 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
     if settings.model.speaker_mean:  # every actor's own long-term spectrum; each actor is on one side only
         spectra = speaker_spectra([c for part in sides.values() for c in part], cache)
     data, result = _train(run_dir, settings, corpus.labels, sides, frontend, hop, resume, cache, spectra, soft)
-    best = adversary.emotion_model(models.load_keras_model(result.best_model, compile=False))  # the speaker output dropped
+    best = models.load_keras_model(result.best_model, compile=False)
     best.save(run_dir / KERAS_MODEL)
-    metrics = _evaluate(run_dir, models.batched_infer(best), corpus, split, sides, frontend, hop, spectra)
+    metrics = write_evaluation(run_dir, models.batched_infer(best), corpus, split, sides, frontend, hop, spectra)
 
     from .report import model_card, plot_history
 
@@ -244,28 +130,18 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
             "val_windows": int(len(data.val_x)),
         },
         "metrics": {part: metrics[part] for part in ("val", "test")},
-        "command": (run_dir / "command.txt").read_text(encoding="utf-8").splitlines(),
+        "command": (run_dir / COMMAND_FILE).read_text(encoding="utf-8").splitlines(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "moodmic_version": __version__,
     }
     (run_dir / "model_card.md").write_text(model_card(run), encoding="utf-8")
-    _write_json(run_dir / RUN_FILE, run)
+    write_json(run_dir / RUN_FILE, run)
     if metrics["test"]:
         print(f"{run_dir}: test " + ", ".join(f"{k} {metrics['test']['all'][k]:.3f}" for k in HEADLINE), file=sys.stderr)
     else:
         print(f"{run_dir}: trained on every clip for {len(result.history)} epochs; nothing held out to score", file=sys.stderr)
     lock.close()
     return run
-
-
-def _check_adversary(settings: RunSettings) -> None:
-    weight = settings.fit.speaker_adversary
-    if weight < 0:
-        raise UsageError(f"--speaker-adversary {weight}: the weight of the reversed gradient is 0 (off) or more")
-    if weight and settings.augment.mixup:
-        raise UsageError("--speaker-adversary with --mixup: a blend of two clips has no one speaker; drop one of them")
-    if weight and settings.fit.monitor != "val_loss":
-        raise UsageError("--speaker-adversary watches the emotion loss on validation: drop --monitor or use val_loss")
 
 
 def _teacher(settings: RunSettings, train: list[Clip], labels: tuple[str, ...]) -> np.ndarray | None:
@@ -306,7 +182,7 @@ def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides:
            frontend: Frontend, hop: int, resume: bool, cache: FeatureCache, spectra: dict | None,
            soft: np.ndarray | None):
     """Build the training arrays, then fit a new model or continue the saved one."""
-    from . import adversary, model as models
+    from . import model as models
     from .data import build_training_data
     from .train import fit, load_state
 
@@ -321,15 +197,14 @@ def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides:
         models.keras.utils.set_random_seed(seed)
         model = models.build_model(settings.arch, len(labels), frontend.params, settings=settings.model)
         model.get_layer(models.INPUT_NORM).adapt(data.crop_sample(2048, seed))
-        if settings.fit.speaker_adversary:
-            model = adversary.with_speaker_adversary(model, len(data.speakers), settings.fit.speaker_adversary)
         models.compile_model(model, settings.fit.learning_rate, settings.fit.focal_gamma, settings.fit.label_smoothing)
     return data, fit(model, data, settings.fit, run_dir, seed, state)
 
 
-def _evaluate(run_dir: Path, infer, corpus: Corpus, split: Split, sides: dict[str, list[Clip]], frontend: Frontend,
-              hop: int, spectra: dict | None = None) -> dict[str, Any]:
-    """Score the validation and test clips as whole files; write metrics, predictions and reports."""
+def write_evaluation(run_dir: Path, infer, corpus: Corpus, split: Split, sides: dict[str, list[Clip]],
+                     frontend: Frontend, hop: int, spectra: dict | None = None) -> dict[str, Any]:
+    """Score the validation and test clips as whole files; write metrics, predictions and reports
+    (train_run, and members for each fold's averaged model)."""
     from .report import classification_text, plot_confusion
 
     labels = corpus.labels
@@ -337,7 +212,7 @@ def _evaluate(run_dir: Path, infer, corpus: Corpus, split: Split, sides: dict[st
     scored = {part: (sides[part], score(sides[part], frontend, hop, infer, labels, part, spectra)) for part in parts}
     metrics = {"labels": list(labels), "split": split.describe(corpus), "val": {}, "test": {}}
     metrics.update({part: evaluate(clips, results, labels) for part, (clips, results) in scored.items()})
-    _write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", metrics)
     if not scored:
         return metrics
     write_predictions(run_dir / "predictions.csv", scored, labels)

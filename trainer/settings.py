@@ -40,8 +40,6 @@ class FitSettings:
     # The learning rate of each epoch, for a run without a validation side (the final model replays
     # its cross-validation's median schedule: trainer/final.py); () = learning_rate throughout.
     lr_schedule: tuple[float, ...] = ()
-    # Weight of the speaker adversary's reversed gradient on the features (trainer.adversary); 0: none.
-    speaker_adversary: float = 0.0
     # Distillation (trainer.teacher): a teacher file of soft labels, and their weight in each target.
     teacher: str = ""
     teacher_weight: float = 0.0
@@ -110,6 +108,30 @@ def _from_dict(cls, data: dict[str, Any]):
     return cls(**kwargs)
 
 
+def dropped_settings(data: dict[str, Any], cls=RunSettings, prefix: str = "") -> list[str]:
+    """Settings in saved `data` that this trainer no longer has, set to anything but off (0, False, "",
+    None, empty): options of research variants that left the trainer (research/README.md)."""
+    known = {f.name: f for f in fields(cls)}
+    out = []
+    for key, value in data.items():
+        if key not in known:
+            if value not in (0, False, "", None, [], {}):
+                out.append(f"{prefix}{key} = {value!r}")
+        elif isinstance(value, dict) and is_dataclass(getattr(cls(), key)):
+            out += dropped_settings(value, type(getattr(cls(), key)), f"{prefix}{key}.")
+    return out
+
+
+def trainable_settings(data: dict[str, Any], source: str | Path) -> RunSettings:
+    """RunSettings.from_dict for a run about to be trained again (resumed, refitted, trained on every
+    actor): refuses settings that only the research code that left the trainer understood."""
+    dropped = dropped_settings(data)
+    if dropped:
+        raise UsageError(f"{source}: was trained with {', '.join(dropped)}, which this moodmic-train no longer has "
+                         "(research/README.md says where it went); train it with the moodmic that started it")
+    return RunSettings.from_dict(data)
+
+
 def get_setting(settings: RunSettings, path: str) -> Any:
     """A setting by dotted path, e.g. 'fit.epochs'."""
     value: Any = settings
@@ -128,7 +150,7 @@ def settings_for_resume(run_dir: Path, requested: RunSettings, explicit: set[str
     path = run_dir / SETTINGS_FILE
     if not path.is_file():
         raise UsageError(f"{run_dir}: no {SETTINGS_FILE}, so there is no run to resume; drop --resume to start one")
-    saved = RunSettings.from_dict(json.loads(path.read_text(encoding="utf-8"))["settings"])
+    saved = trainable_settings(json.loads(path.read_text(encoding="utf-8"))["settings"], run_dir)
     free = {"out", "cache"}  # where things are, not what is trained
     conflicts = [p for p in sorted(explicit - free) if get_setting(requested, p) != get_setting(saved, p)]
     if conflicts:

@@ -28,15 +28,15 @@ import numpy as np
 import tensorflow as tf  # noqa: F401  (trainer/__init__.py has set TF_USE_LEGACY_KERAS)
 import tf_keras as keras
 
-from .adversary import has_speaker_output
 from .data import TrainingData
 from .model import load_keras_model
+from .rundir import HISTORY_FILE
 from .settings import MONITORS, FitSettings
 
 CHECKPOINTS = "checkpoints"
 LAST = "last"
 STATE = "state.json"
-HISTORY = "history.csv"
+HISTORY = HISTORY_FILE
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
@@ -51,9 +51,8 @@ class FitResult:
 class _Crops(keras.utils.Sequence):
     """Batches of the epoch plan; the plan is drawn from (seed, epoch), so resumed epochs match."""
 
-    def __init__(self, data: TrainingData, batch_size: int, seed: int, epoch: int, speakers: bool = False):
+    def __init__(self, data: TrainingData, batch_size: int, seed: int, epoch: int):
         self.data, self.batch_size, self.seed, self.epoch = data, batch_size, seed, epoch
-        self.speakers = speakers  # also the speaker of each window, for the adversary's output
         self._plan_epoch, self._plan = None, None
 
     def __len__(self) -> int:
@@ -65,8 +64,7 @@ class _Crops(keras.utils.Sequence):
         items, starts = self._plan
         batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
         rng = np.random.default_rng([self.seed, self.epoch, i, 11])  # window augmentation of this batch
-        x, y = self.data.training_batch(items[batch], starts[batch], rng)
-        return (x, (y, self.data.speaker_y[items[batch]])) if self.speakers else (x, y)
+        return self.data.training_batch(items[batch], starts[batch], rng)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -100,9 +98,6 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if has_speaker_output(self.model):  # history keeps the emotion output's loss and accuracy
-            prefix = f"{self.model.output_names[0]}_"  # ("logits_loss", ...) under the usual names,
-            logs = {**logs, **{k.replace(prefix, ""): v for k, v in logs.items() if prefix in k}}  # over the totals
         row = {k: float(logs[k]) for k in HISTORY_COLUMNS if k in logs}
         row.update(epoch=epoch + 1, lr=float(keras.backend.get_value(self.model.optimizer.learning_rate)),
                    seconds=round(time.monotonic() - self._started, 2))
@@ -181,11 +176,8 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
         reduce_lr = keras.callbacks.ReduceLROnPlateau(factor=s.lr_factor, patience=s.lr_patience, min_lr=s.min_lr, **watch)
         best = keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINTS / "best-{epoch:03d}.keras"), save_best_only=True, **watch)
         tracked = {"early_stopping": early, "reduce_lr": reduce_lr, "best_checkpoint": best}
-        val = (data.val_x, data.val_targets)
-        if s.speaker_adversary:  # validation actors are no training speaker: their speaker loss weighs 0
-            n = len(data.val_x)
-            val = (data.val_x, (data.val_targets, np.zeros(n, np.int64)), (np.ones(n, np.float32), np.zeros(n, np.float32)))
-        monitor, validation = s.monitor, {"validation_data": val, "validation_batch_size": 256}
+        validation = {"validation_data": (data.val_x, data.val_targets), "validation_batch_size": 256}
+        monitor = s.monitor
     else:
         tracked, monitor, validation = {}, None, {}
     schedule = []
@@ -202,7 +194,7 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
             model = load_keras_model(saved / "model.keras")
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         model.fit(
-            _Crops(data, s.batch_size, seed, done, speakers=s.speaker_adversary > 0),
+            _Crops(data, s.batch_size, seed, done),
             **validation,
             epochs=s.epochs,
             initial_epoch=done,

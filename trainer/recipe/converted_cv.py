@@ -22,7 +22,7 @@ import numpy as np
 from converter.cli import main as convert
 from trainer.crossval import finished_folds
 from trainer.rescore import evaluate_target
-from trainer.run import read_run
+from trainer.rundir import read_run
 
 GROUPS = ("all", "speech", "song")
 
