@@ -177,7 +177,8 @@ def palette_png(image, colours: int):
 
 # ---- the tests ------------------------------------------------------------------------------------
 
-pytestmark = pytest.mark.skipif(missing_requirement() is not None, reason=str(missing_requirement()))
+pytestmark = [pytest.mark.browser,  # not in the default run: -m browser
+              pytest.mark.skipif(missing_requirement() is not None, reason=str(missing_requirement()))]
 
 
 @pytest.fixture(scope="module")

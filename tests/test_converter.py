@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow", reason="the converter needs the train extra (TensorFlow)")
+pytestmark = pytest.mark.tensorflow
 
 from conftest import SR, speechlike, write  # noqa: E402
 from converter.parity import MAX_UA_DROP, MIN_AGREEMENT  # noqa: E402

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # pip resolves the edge install from the index; .ci/run installs it for real
+
 HEAVY = {"tensorflow", "tensorflow-cpu", "tf-keras", "keras", "librosa", "numba", "llvmlite", "scipy", "torch"}
 
 

@@ -4,7 +4,7 @@ without MQTT; RSS and threads from /proc, every window and state message account
 The hour that RELIABILITY.md reports is the same code, longer:
 
     .venv/bin/python scripts/soak.py --minutes 60 [--mqtt on] [--realtime] --out RELIABILITY.md
-    MOODMIC_SOAK_MINUTES=60 .venv/bin/python -m pytest tests/test_soak.py     # the same checks as a test
+    MOODMIC_SOAK_MINUTES=60 .venv/bin/python -m pytest tests/test_soak.py -m soak   # the same checks as a test
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 from soak import soak  # noqa: E402
+
+pytestmark = pytest.mark.soak  # not in the default run: -m soak
 
 MINUTES = float(os.environ.get("MOODMIC_SOAK_MINUTES", "3"))
 
