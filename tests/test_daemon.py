@@ -256,7 +256,7 @@ def test_notify_protocol_ready_watchdog_and_no_ping_while_stalled(tmp_path, monk
 
     def slow(audio):
         for c in chunks(audio, 3200):
-            time.sleep(0.02)
+            time.sleep(0.02)  # the scenario: audio arrives paced, so windows flow while the watchdog ticks
             yield c
         for _ in range(8):  # then a stall: reads that return nothing
             yield None
