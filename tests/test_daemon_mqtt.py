@@ -86,8 +86,8 @@ def test_tls_and_password(tmp_path, ravdess):
         secret = tmp_path / "pw"
         secret.write_text("s3cret\n")
         secret.chmod(0o600)
-        cfg = daemon_config(tmp_path / "c.yaml", b, tls=True, ca_certs=str(b.ca), host="localhost", username="moodmic",
-                     password_file=str(secret))
+        cfg = daemon_config(tmp_path / "c.yaml", b, tls=True, ca_certs=str(b.ca), host="localhost",
+                            username="moodmic", password_file=str(secret))
         proc = run_moodmic("run", "--config", str(cfg), "--source", f"file:{speech_file(ravdess, tmp_path / 's.wav', 1)}",
                            "--fast", "--mqtt", "on", timeout=60)
         assert proc.returncode == 0, proc.stderr

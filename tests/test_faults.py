@@ -573,8 +573,9 @@ def test_sigterm_during_an_outage_spools_then_delivers_after_restart(broker, rav
                      notes=f"`moodmic run` SIGTERMed 6 s into a broker outage: exit 0 in {stop_s:.1f} s, {spooled} "
                            f"spooled; the next start (`run --sample --fast`) sent them first ({second['loaded']} "
                            "loaded); recovery = broker back -> the last spooled message at the subscriber, the new "
-                           "process's start-up included. The same fault at the publisher alone, in the default tests: `tests/test_mqtt.py"
-                           "::test_close_during_outage_spools_and_the_next_start_sends_it_first`."))
+                           "process's start-up included. The same fault at the publisher alone, in the default "
+                           "tests: `tests/test_mqtt.py::"
+                           "test_close_during_outage_spools_and_the_next_start_sends_it_first`."))
     assert first["spooled"] == spooled >= 2 and second["loaded"] == spooled and stop_s < 3.0
     assert len(boots) == 2 and t.lost_daemon == 0 and t.lost_broker == 0 and t.pending == 0
     assert [s for b, s in in_order(keys) if b == first_boot] == list(range(1, first["states"] + 1))

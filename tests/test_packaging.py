@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow  # pip resolves the edge install from the index; .ci/run installs it for real
+pytestmark = pytest.mark.slow  # pip resolving the edge install, building and installing the wheel: -m slow
 
 HEAVY = {"tensorflow", "tensorflow-cpu", "tf-keras", "keras", "librosa", "numba", "llvmlite", "scipy", "torch"}
 
