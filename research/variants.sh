@@ -116,7 +116,9 @@ case "$VARIANT" in
     nice -n 5 python "$HERE/train.py" cv $RECIPE --arch cnn_wide --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
         --out "$OUT/variants/wide-0" ;;
   speaker-adversary)
-    echo "speaker-adversary: retired (the adversary left the trainer); research/README.md says how to rerun it" >&2
+    echo "speaker-adversary: retired (the adversary left the trainer); rerun it with the trainer of the commit" \
+         "before $(git log -1 --format=%h --diff-filter=D -- trainer/adversary.py 2>/dev/null || echo 'the one that" \
+         "removed trainer/adversary.py'), as research/README.md shows" >&2
     exit 2 ;;
   embedding-probe)
     models="$OUT/openwakeword-0.4.0/openwakeword/resources/models"
