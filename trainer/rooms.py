@@ -19,7 +19,9 @@ Definitions (the tests measure each):
   RT60 drawn in 0.3-0.9 s and the absorption corrected until the RIR's measured T30 RT60 is within
   20 ms of it; talker 1-4 m from the microphone, both >= 0.5 m from the walls). The RIR starts
   2.5 ms before its direct path, so timing is kept; the reverberant speech gets the dry level back.
-- noise-<kind>-<snr>: a segment of one of the pool's recordings of that kind at that SNR.
+- noise-<kind>-<snr>: a segment of one of the pool's recordings of that kind at that SNR; for voices,
+  1 to 3 talkers of the pool summed (trainer.noisebank). Kinds: household (and appliance), music
+  (and TV-like sound), voices, fan (stationary fan / hum; corpora/ calls it fan_hum).
 - far: speech through a cheap microphone: Butterworth high-pass (2nd order, 200-300 Hz) and low-pass
   (4th order, 4-6 kHz), level set to -70..-55 dBFS, white self-noise at -92..-84 dBFS, 16-bit.
 - room: reverb, then other voices at 10 dB and one non-voice kind (drawn among those available) at 20 dB.
