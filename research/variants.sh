@@ -13,7 +13,7 @@
 #   mixup            one model per fold, mixup of training windows (alpha 0.4)
 #   band-std         one model per fold, each band also divided by its standard deviation over the window
 #   speaker-mean     one model per fold, each actor's long-term spectrum subtracted from every frame
-#                    instead of each window's band mean (trainer.speaker)
+#                    instead of each window's band mean (research/speaker.py)
 #   freq-warp        one model per fold, training windows warped in frequency by 1 +- 0.1 (VTLP-style),
 #                    song as well as speech
 #   stats-pooling    one model per fold, `cnn_stats`: mean and standard deviation pooling over time
@@ -30,9 +30,7 @@
 #                    (default_model.sh's cv-0 .. cv-4)
 #   speaker-adversary one model per fold with the default recipe's settings, init seed 0, trained against a
 #                    speaker classifier on its pooled features through a gradient reversal layer
-#                    (weight 0.2): against default_model.sh's cv-0 .. cv-4, like wide. Retired: the
-#                    adversary left the trainer; research/README.md says how to rerun it from the
-#                    commit that had it. Its record: research/results/speaker-adversary/
+#                    (weight 0.2): against default_model.sh's cv-0 .. cv-4, like wide
 #   embedding-probe  the default recipe's fold ensembles fused with a logistic regression on a small
 #                    pretrained speech embedding (openWakeWord 0.4.0's copy of Google's speech_embedding)
 #                    and on pooled log-mel, pooled per clip and per device window (research/embedding_probe.py;
@@ -55,6 +53,8 @@
 #   test-time        test-time options on the default recipe's CV (research/test_time.py): windows
 #                    warped and averaged, a per-class logit bias fitted on validation actors; and
 #                    the three five-model recipes averaged (fifteen models per fold)
+# Retired (their options left the trainer; research/README.md says how to rerun them): label-smoothing,
+# mixup, band-std, speaker-mean, speaker-adversary.
 set -eu
 HERE=$(dirname "$0")
 case "${1:-}" in -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
@@ -87,14 +87,6 @@ case "$VARIANT" in
     members no-warp "0 1 2 3 4" --band-mean ;;
   no-band-mean)
     nice -n 5 moodmic-train cv $RECIPE --no-band-mean --out "$OUT/variants/no-band-mean" ;;
-  label-smoothing)
-    nice -n 5 moodmic-train cv $RECIPE --band-mean --label-smoothing 0.1 --out "$OUT/variants/label-smoothing" ;;
-  mixup)
-    nice -n 5 moodmic-train cv $RECIPE --band-mean --mixup 0.4 --out "$OUT/variants/mixup" ;;
-  band-std)
-    nice -n 5 moodmic-train cv $RECIPE --band-mean --band-std --init-seed 0 --out "$OUT/variants/band-std" ;;
-  speaker-mean)
-    nice -n 5 moodmic-train cv $RECIPE --no-band-mean --speaker-mean --init-seed 0 --out "$OUT/variants/speaker-mean" ;;
   freq-warp)
     nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --init-seed 0 --out "$OUT/variants/freq-warp-0" ;;
   stats-pooling)
@@ -115,10 +107,9 @@ case "$VARIANT" in
   wide)
     nice -n 5 python "$HERE/train.py" cv $RECIPE --arch cnn_wide --band-mean --freq-warp 0.1 --no-freq-warp-song --init-seed 0 \
         --out "$OUT/variants/wide-0" ;;
-  speaker-adversary)
-    echo "speaker-adversary: retired (the adversary left the trainer); rerun it with the trainer of the commit" \
-         "before $(git log -1 --format=%h --diff-filter=D -- trainer/adversary.py 2>/dev/null || echo 'the one that" \
-         "removed trainer/adversary.py'), as research/README.md shows" >&2
+  speaker-adversary|speaker-mean|band-std|mixup|label-smoothing)
+    echo "$VARIANT: retired (its moodmic-train option left the trainer); rerun it with research/variants.sh of" \
+         "commit 6f814b8 and that commit's trainer, as research/README.md shows" >&2
     exit 2 ;;
   embedding-probe)
     models="$OUT/openwakeword-0.4.0/openwakeword/resources/models"

@@ -274,27 +274,3 @@ def test_progress_writes_quarters_to_a_log():
     assert list(progress(range(8), "work", stream=out)) == list(range(8))
     lines = out.getvalue().splitlines()
     assert [line.split()[1] for line in lines] == ["2/8", "4/8", "6/8", "8/8"]
-
-
-def test_speaker_offsets_are_subtracted_after_augmentation_from_training_and_validation_windows(corpus, tmp_path):
-    """--speaker-mean: every window minus its own speaker's spectrum, after augmentation (which works on
-    the frontend's dB scale, where the floor is silence)."""
-    from trainer.speaker import speaker_spectra
-
-    split = make_split(corpus, SplitSettings(folds=4), 0)
-    train, val = split.clips(corpus, "train")[:24], split.clips(corpus, "val")[:6]
-    frontend = Frontend(P)
-    cache = FeatureCache(tmp_path, frontend)
-    offsets = speaker_spectra(train + val, cache)
-    assert len({float(v[0]) for v in offsets.values()}) == len(offsets) > 2  # speakers differ
-    augment = AugmentSettings(copies=0, time_masks=1, freq_masks=1, gain_db=6)
-    args = (train, val, LABELS, frontend, cache, augment, P.hop_frames(1.0))
-    plain, normed = build_training_data(*args, seed=0), build_training_data(*args, seed=0, speaker_offsets=offsets)
-    speakers = [c.speaker for c, n in zip(val, plain.val_windows) for _ in range(n)]
-    assert np.allclose(normed.val_x, plain.val_x - np.stack([offsets[s] for s in speakers])[:, None, :])
-    items, starts = plain.epoch_plan(0, seed=0)
-    x_plain, _ = plain.training_batch(items[:8], starts[:8], np.random.default_rng(1))
-    x_normed, _ = normed.training_batch(items[:8], starts[:8], np.random.default_rng(1))
-    own = np.stack([offsets[plain.items[i].clip.speaker] for i in items[:8]])
-    assert np.allclose(x_normed, x_plain - own[:, None, :], atol=1e-4)
-    assert (x_plain == P.floor_db).any()  # the masks filled silence before the offsets were taken off

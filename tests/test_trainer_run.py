@@ -309,6 +309,8 @@ def test_a_run_of_an_option_that_left_the_trainer_is_not_resumed_or_refitted_wit
 
     assert dropped_settings({"fit": {"speaker_adversary": 0.0, "epochs": 3}, "arch": "cnn"}) == []
     assert dropped_settings({"fit": {"speaker_adversary": 0.2}}) == ["fit.speaker_adversary = 0.2"]
+    assert dropped_settings({"model": {"band_std": True, "speaker_mean": False}, "augment": {"mixup": 0.4}}) == [
+        "model.band_std = True", "augment.mixup = 0.4"]
     run_dir = tmp_path / "old"
     shutil.copytree(actor_run[0], run_dir)
     for name in ("settings.json", "run.json"):

@@ -17,9 +17,6 @@ batch), so a resumed run sees the same batches:
   the floor, so a quieter window loses detail into the floor as a quiet microphone would.
 - SpecAugment-style masks (Park et al. 2019): `time_masks` runs of up to `time_mask` frames and
   `freq_masks` runs of up to `freq_mask` mel bands set to the floor (silence).
-- mixup (Zhang et al. 2018, `mix_windows`): each window blended with another of its batch,
-  lam * a + (1 - lam) * b with lam ~ Beta(mixup, mixup), and its target the same blend of the two
-  one-hot labels (the loss then weighs each class's term by it: losses.FocalLoss).
 """
 
 from __future__ import annotations
@@ -48,7 +45,6 @@ class AugmentSettings:
     time_mask: int = 20  # each at most this many frames
     freq_masks: int = 0  # SpecAugment frequency masks per window
     freq_mask: int = 16  # each at most this many mel bands
-    mixup: float = 0.0  # alpha of the Beta(alpha, alpha) blend weight of mix_windows (0: off)
 
     @property
     def enabled(self) -> bool:
@@ -162,12 +158,3 @@ def warp_bands(x: np.ndarray, factors: np.ndarray, band_hz: np.ndarray) -> np.nd
     below, above = x[rows, frames, lo[:, None, :]], x[rows, frames, lo[:, None, :] + 1]
     return (below + (above - below) * w).astype(np.float32)  # two equal bands (e.g. the floor) stay exact
 
-
-def mix_windows(x: np.ndarray, y: np.ndarray, n_labels: int, alpha: float,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """mixup of a batch: (N, n_frames, n_mels) windows and label indices -> blended windows, (N, n_labels) targets."""
-    lam = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
-    partner = rng.permutation(len(x))
-    onehot = np.eye(n_labels, dtype=np.float32)[y]
-    mixed = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[partner]
-    return mixed.astype(np.float32), lam[:, None] * onehot + (1 - lam[:, None]) * onehot[partner]

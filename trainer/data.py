@@ -24,7 +24,7 @@ import numpy as np
 from edge.audio import load_audio
 from edge.features import Frontend, file_windows, mel_edges_hz, stack
 
-from .augment import Augmentation, AugmentSettings, augment_windows, mix_windows, plan_copies
+from .augment import Augmentation, AugmentSettings, augment_windows, plan_copies
 from .cache import FeatureCache
 from .corpus import Clip
 from .progress import progress
@@ -53,7 +53,6 @@ class TrainingData:
     augment: AugmentSettings = AugmentSettings(copies=0)  # its window augmentation applies to training batches
     floor_db: float = -80.0  # the frontend's absolute floor (silence)
     band_hz: np.ndarray | None = None  # centre frequency of each mel band (the frequency warp)
-    offsets: np.ndarray | None = None  # (items, n_mels) speaker spectra subtracted after augmentation (trainer.speaker)
     soft: np.ndarray | None = None  # (items, n_labels) a teacher's probabilities per item (trainer.teacher)
     teacher_weight: float = 0.0  # their weight in each training target
 
@@ -67,14 +66,12 @@ class TrainingData:
         return len(self.val_x) > 0
 
     def training_batch(self, items: np.ndarray, starts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Training windows with window augmentation (warp, gain, masks, mixup) drawn from `rng`.
+        """Training windows with window augmentation (warp, gain, masks) drawn from `rng`.
 
-        Targets are label indices, or (N, n_labels): with mixup blends of one-hot labels, with a
-        teacher one-hot labels blended with its probabilities."""
+        Targets are label indices, or (N, n_labels) with a teacher: one-hot labels blended with its
+        probabilities."""
         x, y = self.windows(items, starts)
-        x = self._normalised(augment_windows(x, self.augment, rng, self.floor_db, self.band_hz, self.sung[items]), items)
-        if self.augment.mixup > 0:
-            return mix_windows(x, y, len(self.labels), self.augment.mixup, rng)
+        x = augment_windows(x, self.augment, rng, self.floor_db, self.band_hz, self.sung[items])
         if self.soft is not None:
             w = np.float32(self.teacher_weight)
             return x, (1 - w) * np.eye(len(self.labels), dtype=np.float32)[y] + w * self.soft[items]
@@ -82,9 +79,9 @@ class TrainingData:
 
     @property
     def val_targets(self) -> np.ndarray:
-        """Validation targets in the training batches' form (one-hot with mixup or a teacher), so one
-        loss and one accuracy metric serve both."""
-        if self.augment.mixup > 0 or self.soft is not None:
+        """Validation targets in the training batches' form (one-hot with a teacher), so one loss and
+        one accuracy metric serve both."""
+        if self.soft is not None:
             return np.eye(len(self.labels), dtype=np.float32)[self.val_y]
         return self.val_y
 
@@ -93,11 +90,7 @@ class TrainingData:
         originals = np.array([i for i, item in enumerate(self.items) if item.copy == 0])
         rng = np.random.default_rng(seed)
         picks = rng.choice(originals, size=count, replace=len(originals) < count)
-        return self._normalised(self.windows(picks, self._starts(picks, rng))[0], picks)
-
-    def _normalised(self, x: np.ndarray, items: np.ndarray) -> np.ndarray:
-        # After augmentation, which works on the frontend's dB scale (its floor is silence).
-        return x if self.offsets is None else x - self.offsets[items][:, None, :]
+        return self.windows(picks, self._starts(picks, rng))[0]
 
     def _starts(self, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         room = np.array([len(self.frames[i]) - self.n_frames + 1 for i in items])
@@ -161,12 +154,11 @@ def build_training_data(
     seed: int,
     oversampling: bool = True,
     crops: int = 1,
-    speaker_offsets: dict[str, np.ndarray] | None = None,
     teacher: np.ndarray | None = None,
     teacher_weight: float = 0.0,
 ) -> TrainingData:
-    """The arrays of one run; with `speaker_offsets` every window has its speaker's spectrum subtracted;
-    `teacher`: (len(train), n_labels) soft labels of the training clips, blended into their targets."""
+    """The arrays of one run; `teacher`: (len(train), n_labels) soft labels of the training clips,
+    blended into their targets."""
     index = {label: i for i, label in enumerate(labels)}
     row = {c.name: i for i, c in enumerate(train)}  # each item's clip, in `teacher`
     items = training_items(train, augment, seed)
@@ -177,8 +169,6 @@ def build_training_data(
     rate = frontend.params.sample_rate
     for c in progress(val, "features (validation)"):
         windows = stack(file_windows(frontend, load_audio(c.path, rate), eval_hop_frames))
-        if speaker_offsets is not None:
-            windows = windows - speaker_offsets[c.speaker]
         val_x.append(windows)
         val_y += [index[c.label]] * len(windows)
         counts.append(len(windows))
@@ -197,7 +187,6 @@ def build_training_data(
         augment=augment,
         floor_db=frontend.params.floor_db,
         band_hz=mel_edges_hz(frontend.params)[1:-1],
-        offsets=None if speaker_offsets is None else np.stack([speaker_offsets[it.clip.speaker] for it in items]),
         soft=None if teacher is None else teacher[[row[it.clip.name] for it in items]],
         teacher_weight=teacher_weight,
     )

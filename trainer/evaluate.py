@@ -24,19 +24,12 @@ from .progress import progress
 HEADLINE = ("accuracy", "unweighted_accuracy", "macro_f1")
 
 
-def score(clips: list[Clip], frontend: Frontend, hop_frames: int, infer: Infer, labels: tuple[str, ...], what: str,
-          speaker_offsets: dict[str, np.ndarray] | None = None) -> list[FileResult]:
-    """Every clip's whole-file result; with `speaker_offsets`, windows minus their speaker's spectrum."""
+def score(clips: list[Clip], frontend: Frontend, hop_frames: int, infer: Infer, labels: tuple[str, ...],
+          what: str) -> list[FileResult]:
+    """Every clip's whole-file result, as edge.predict scores a file."""
     rate = frontend.params.sample_rate
-
-    def infer_for(clip: Clip) -> Infer:
-        if speaker_offsets is None:
-            return infer
-        offset = speaker_offsets[clip.speaker]
-        return lambda x: infer(x - offset)
-
     return [
-        predict_audio(load_audio(c.path, rate), frontend, hop_frames, infer_for(c), labels, str(c.path))
+        predict_audio(load_audio(c.path, rate), frontend, hop_frames, infer, labels, str(c.path))
         for c in progress(clips, f"scoring {what}")
     ]
 

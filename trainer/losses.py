@@ -6,10 +6,12 @@ averaged over the batch. gamma = 2 (the seed's) down-weights windows the model a
 right. Targets are class indices; predictions are probabilities (the models end in softmax), or
 logits with `from_logits=True` (softmax applied here). `label_smoothing` e replaces log(p_t) by
 (1 - e) log(p_t) + e * mean_c log(p_c) (the smoothed target's cross-entropy), still weighted by
-(1 - p_t) ** gamma; gamma = 0 and e = 0 is plain cross-entropy.
+(1 - p_t) ** gamma; gamma = 0 and e = 0 is plain cross-entropy. (No run setting uses it since label
+smoothing left the trainer, research/VARIANTS.md; saved models' loss configs still carry it.)
 
-Targets may also be (N, K) class weights t, e.g. mixup's blends of two one-hot labels: the loss is
-then sum_c t_c * (the loss above with class c as the true one), which for a one-hot t is the same.
+Targets may also be (N, K) class weights t, e.g. a teacher's probabilities blended with the one-hot
+label (trainer.teacher): the loss is then sum_c t_c * (the loss above with class c as the true one),
+which for a one-hot t is the same.
 """
 
 from __future__ import annotations

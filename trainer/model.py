@@ -18,16 +18,14 @@ ModelSettings (run settings `model.*`) add to any architecture:
 - `band_mean`: after the input Normalization, subtract each mel band's mean over the window's time
   axis (BandMeanSubtraction: a per-window channel normalisation, so a level or microphone tilt that
   is constant over the window disappears). It converts to the builtin TFLite ops MEAN + SUB.
-- `band_std`: after the band mean, divide each band by its standard deviation over the window
-  (BandScaling: per-window variance normalisation too, so only the shape of a band's movement
-  counts, not its extent); MUL + MEAN + ADD + RSQRT + MUL in TFLite. Tried once, not kept (research/VARIANTS.md).
 - `logits`: the last layer has no softmax (named "logits"); the loss applies softmax, and a
   bundle can then carry a temperature (edge.model applies softmax(logits / T)).
 - `ensemble`: N copies of the architecture on the same normalised input, their outputs averaged
   inside one graph (one .tflite), trained together.
 
 Architectures that were cross-validated and not kept (`cnn_wide`, `cnn_stats`, `cnn2d`) live in
-research/architectures.py, which adds them to ARCHS for research/train.py.
+research/architectures.py, which adds them to ARCHS for research/train.py; per-window variance
+normalisation (`band_std`) was tried and left with the other unshipped options (research/README.md).
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ import tensorflow as tf  # (trainer/__init__.py has set TF_USE_LEGACY_KERAS)
 import tf_keras as keras
 from keras_self_attention import SeqSelfAttention
 
-from edge.errors import UsageError
 from edge.features import FeatureParams
 
 from .losses import FocalLoss
@@ -60,21 +57,8 @@ class BandMeanSubtraction(L.Layer):
         return x - tf.reduce_mean(x, axis=1, keepdims=True)
 
 
-@keras.saving.register_keras_serializable(package="moodmic")
-class BandScaling(L.Layer):
-    """(batch, time, mel) with zero band means -> each band divided by its RMS over time (per window).
-
-    The variance floor (in input-standardised units) keeps a band that is flat over the window, e.g.
-    at the silence floor, from being blown up into noise."""
-
-    VARIANCE_FLOOR = 0.01
-
-    def call(self, x):
-        return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=1, keepdims=True) + self.VARIANCE_FLOOR)
-
-
 CUSTOM_OBJECTS = {"SeqSelfAttention": SeqSelfAttention, "FocalLoss": FocalLoss,
-                  "BandMeanSubtraction": BandMeanSubtraction, "BandScaling": BandScaling}
+                  "BandMeanSubtraction": BandMeanSubtraction}
 
 
 @contextmanager
@@ -146,10 +130,6 @@ def build_model(arch: str, n_labels: int, params: FeatureParams, batch_size: int
     x = L.Normalization(axis=-1, name=INPUT_NORM)(inp)
     if settings.band_mean:
         x = BandMeanSubtraction(name="band_mean")(x)
-    if settings.band_std:
-        if not settings.band_mean:
-            raise UsageError("--band-std divides by each band's deviation around its window mean: it needs --band-mean")
-        x = BandScaling(name="band_std")(x)
     activation = None if settings.logits else "softmax"
     if settings.ensemble > 1:
         out = L.Average(name=LOGITS if settings.logits else "probabilities")(
@@ -165,9 +145,9 @@ def outputs_logits(model: keras.Model) -> bool:
     return model.output_names[0] == LOGITS
 
 
-def compile_model(model: keras.Model, learning_rate: float, gamma: float, label_smoothing: float = 0.0) -> None:
+def compile_model(model: keras.Model, learning_rate: float, gamma: float) -> None:
     """Adam and the focal loss."""
-    loss = FocalLoss(gamma, from_logits=outputs_logits(model), label_smoothing=label_smoothing)
+    loss = FocalLoss(gamma, from_logits=outputs_logits(model))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
 
 

@@ -28,7 +28,6 @@ from .evaluate import HEADLINE, evaluate, score, write_predictions
 from .graphs import rebuild_model  # noqa: F401  (the converter's and the bench's entry point: trainer.run.rebuild_model)
 from .rundir import COMMAND_FILE, FORMAT_VERSION, INPUT_LAYOUT, KERAS_MODEL, RUN_FILE, command, lock_run, read_run, write_json
 from .rundir import read_servable_run  # noqa: F401  (the converter reads runs with trainer.run.read_servable_run)
-from .speaker import speaker_spectra
 from .settings import SETTINGS_FILE, RunSettings
 from .splits import PARTS, Split, make_split
 
@@ -94,13 +93,10 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
 
     frontend = Frontend(params)
     cache = FeatureCache(settings.cache or default_cache_dir(), frontend)
-    spectra = None
-    if settings.model.speaker_mean:  # every actor's own long-term spectrum; each actor is on one side only
-        spectra = speaker_spectra([c for part in sides.values() for c in part], cache)
-    data, result = _train(run_dir, settings, corpus.labels, sides, frontend, hop, resume, cache, spectra, soft)
+    data, result = _train(run_dir, settings, corpus.labels, sides, frontend, hop, resume, cache, soft)
     best = models.load_keras_model(result.best_model, compile=False)
     best.save(run_dir / KERAS_MODEL)
-    metrics = write_evaluation(run_dir, models.batched_infer(best), corpus, split, sides, frontend, hop, spectra)
+    metrics = write_evaluation(run_dir, models.batched_infer(best), corpus, split, sides, frontend, hop)
 
     from .report import model_card, plot_history
 
@@ -157,8 +153,6 @@ def _teacher(settings: RunSettings, train: list[Clip], labels: tuple[str, ...]) 
         return None
     if not 0 < fit.teacher_weight <= 1:
         raise UsageError(f"--teacher-weight {fit.teacher_weight}: the teacher's share of each target is above 0 and at most 1")
-    if settings.augment.mixup:
-        raise UsageError("--teacher with --mixup: a blend of two clips has no one teacher target; drop one of them")
     return soft_labels(Path(fit.teacher), train, labels, song=fit.teacher_song)
 
 
@@ -179,16 +173,15 @@ def _write_used_manifest(run_dir: Path, corpus: Corpus, split: Split, resume: bo
 
 
 def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides: dict[str, list[Clip]],
-           frontend: Frontend, hop: int, resume: bool, cache: FeatureCache, spectra: dict | None,
-           soft: np.ndarray | None):
+           frontend: Frontend, hop: int, resume: bool, cache: FeatureCache, soft: np.ndarray | None):
     """Build the training arrays, then fit a new model or continue the saved one."""
     from . import model as models
     from .data import build_training_data
     from .train import fit, load_state
 
     data = build_training_data(sides["train"], sides["val"], labels, frontend, cache, settings.augment, hop,
-                               settings.seed, settings.fit.oversample, settings.fit.crops, spectra,
-                               soft, settings.fit.teacher_weight)
+                               settings.seed, settings.fit.oversample, settings.fit.crops, soft,
+                               settings.fit.teacher_weight)
     data.write_fit_items(run_dir / "fit_items.csv")
     state = load_state(run_dir) if resume else None
     model = None
@@ -197,19 +190,19 @@ def _train(run_dir: Path, settings: RunSettings, labels: tuple[str, ...], sides:
         models.keras.utils.set_random_seed(seed)
         model = models.build_model(settings.arch, len(labels), frontend.params, settings=settings.model)
         model.get_layer(models.INPUT_NORM).adapt(data.crop_sample(2048, seed))
-        models.compile_model(model, settings.fit.learning_rate, settings.fit.focal_gamma, settings.fit.label_smoothing)
+        models.compile_model(model, settings.fit.learning_rate, settings.fit.focal_gamma)
     return data, fit(model, data, settings.fit, run_dir, seed, state)
 
 
 def write_evaluation(run_dir: Path, infer, corpus: Corpus, split: Split, sides: dict[str, list[Clip]],
-                     frontend: Frontend, hop: int, spectra: dict | None = None) -> dict[str, Any]:
+                     frontend: Frontend, hop: int) -> dict[str, Any]:
     """Score the validation and test clips as whole files; write metrics, predictions and reports
     (train_run, and members for each fold's averaged model)."""
     from .report import classification_text, plot_confusion
 
     labels = corpus.labels
     parts = [part for part in ("val", "test") if sides[part]]  # split `all` has neither
-    scored = {part: (sides[part], score(sides[part], frontend, hop, infer, labels, part, spectra)) for part in parts}
+    scored = {part: (sides[part], score(sides[part], frontend, hop, infer, labels, part)) for part in parts}
     metrics = {"labels": list(labels), "split": split.describe(corpus), "val": {}, "test": {}}
     metrics.update({part: evaluate(clips, results, labels) for part, (clips, results) in scored.items()})
     write_json(run_dir / "metrics.json", metrics)

@@ -80,12 +80,13 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 
 def read_servable_run(run_dir: str | Path) -> dict[str, Any]:
     """read_run, for what scores or ships the model as the device frontend feeds it: refuses a run
-    trained with speaker normalisation (trainer.speaker), which only train and cv apply (per actor)."""
+    trained with speaker normalisation (--speaker-mean, research/speaker.py: each actor's own long-term
+    spectrum subtracted, which the device frontend cannot do; a research variant that left the trainer)."""
     run = read_run(run_dir)
     if (run.get("settings", {}).get("model") or {}).get("speaker_mean"):
-        raise UsageError(f"{run_dir}: trained with --speaker-mean, which only moodmic-train train and cv apply "
-                         "(each actor's own spectrum) and the device frontend does not, so it cannot be scored, "
-                         "combined or converted here; retrain without --speaker-mean")
+        raise UsageError(f"{run_dir}: trained with --speaker-mean (each actor's own spectrum subtracted), which the "
+                         "device frontend does not apply, so it cannot be scored, combined or converted here; "
+                         "retrain without --speaker-mean")
     return run
 
 

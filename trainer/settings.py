@@ -33,7 +33,6 @@ class FitSettings:
     monitor: str = "val_loss"  # watched by EarlyStopping, ReduceLROnPlateau and ModelCheckpoint (MONITORS)
     crops: int = 1  # random window crops per training row per epoch
     oversample: bool = True  # repeat minority-class items (training split only)
-    label_smoothing: float = 0.0  # of the loss's targets (losses.FocalLoss)
     # Seed of the weights, the epochs' crops and batch augmentation; None: the run seed. Members of an
     # ensemble differ only here: same folds, same cached augmented copies (those follow the run seed).
     init_seed: int | None = None
@@ -52,12 +51,8 @@ class FitSettings:
 @dataclass(frozen=True)
 class ModelSettings:
     band_mean: bool = True  # subtract each mel band's mean over the window (inside the model)
-    band_std: bool = False  # then also divide each band by its standard deviation over the window
     logits: bool = True  # output logits (softmax in the loss); the bundle carries a temperature
     ensemble: int = 1  # copies of the architecture averaged inside one graph
-    # Subtract the speaker's long-term spectrum from every frame before the model (trainer.speaker):
-    # the trainer uses each actor's mean over all their clips, a device a running mean.
-    speaker_mean: bool = False
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "ModelSettings":

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,12 +18,14 @@ import pytest
 pytest.importorskip("tensorflow", reason="the research scripts need the train extra (TensorFlow)")
 pytest.importorskip("tf_keras", reason="the research scripts need the train extra (tf-keras)")
 
-from conftest import REPO, RESEARCH  # noqa: E402
 from edge.features import FeatureParams  # noqa: E402
 from trainer.model import build_model  # noqa: E402
 from trainer.settings import ModelSettings  # noqa: E402
 
 P = FeatureParams()
+REPO = Path(__file__).resolve().parents[2]
+RESEARCH = REPO / "research"
+TINY_FLOAT = REPO / "tests" / "fixtures" / "tiny_float"
 
 
 def _windows(n=6, seed=0):
@@ -179,8 +182,6 @@ def test_yamnet_probe_scores_each_layer_per_fold_and_names_the_best_on_validatio
     import subprocess
     import sys
 
-    from conftest import REPO, TINY_FLOAT
-
     from trainer.corpus import LABELS, load_corpus
 
     clips = load_corpus(ravdess).usable
@@ -285,8 +286,6 @@ def test_whisper_cost_builds_the_encoder_to_a_depth_as_tflite_that_matches_the_n
     import subprocess
     import sys
 
-    from conftest import REPO
-
     rng = np.random.default_rng(1)
     _write_ct2(tmp_path / "model.bin", _tiny_whisper(rng, width=16, layers=3))
     run = [sys.executable, "research/whisper_cost.py", str(tmp_path / "model.bin"), "--depth", "2", "--invokes", "3",
@@ -363,8 +362,6 @@ def test_whisper_probe_scores_each_depth_per_fold_and_writes_a_teacher(tmp_path,
     soft labels from it for every training side."""
     import subprocess
     import sys
-
-    from conftest import REPO, TINY_FLOAT
 
     from trainer.corpus import LABELS, load_corpus
     from trainer.teacher import side_key

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from conftest import REPO, RESEARCH
+REPO = Path(__file__).resolve().parents[2]
+RESEARCH = REPO / "research"
 
 VARIANTS = (RESEARCH / "VARIANTS.md").read_text(encoding="utf-8")
 RESULTS = RESEARCH / "results"

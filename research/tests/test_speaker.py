@@ -1,11 +1,11 @@
-"""Speaker normalisation (trainer.speaker): the long-term spectrum counts speech frames only."""
+"""Speaker normalisation (research/speaker.py): the long-term spectrum counts speech frames only."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from trainer.speaker import SPEECH_FRAME_DB, LongTermSpectrum, frame_level_db, speaker_means, speech_frames
+from speaker import SPEECH_FRAME_DB, LongTermSpectrum, frame_level_db, speaker_means, speech_frames
 
 
 def test_frame_level_is_the_mean_mel_power_in_db():

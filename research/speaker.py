@@ -1,11 +1,13 @@
 """Speaker normalisation: a voice's long-term mean log-mel spectrum, subtracted from every frame.
 
-A model trained with it (`model.speaker_mean`) sees each frame relative to the average spectrum of
-the voice that spoke it, so a deep or bright voice, a microphone's tilt and the room's level are
-removed while what differs from that voice's average (louder, brighter, tenser speech) stays.
-The trainer takes a speaker's mean over the speech frames of all their recordings (labels unused).
-A device could only learn a running mean over whoever it hears, so the edge frontend does not apply
-it and the converter refuses such a run; it was cross-validated and not kept (research/VARIANTS.md).
+A model trained with it (variant `speaker-mean`, the trainer's `--speaker-mean` when it ran) sees
+each frame relative to the average spectrum of the voice that spoke it, so a deep or bright voice, a
+microphone's tilt and the room's level are removed while what differs from that voice's average
+(louder, brighter, tenser speech) stays. The trainer took a speaker's mean over the speech frames of
+all their recordings (labels unused). A device could only learn a running mean over whoever it
+hears, so the edge frontend does not apply it and the converter refuses such a run; it was
+cross-validated and not kept (research/VARIANTS.md), and the option left the trainer
+(research/README.md). The spectrum itself is kept here, for a device-side running mean to build on.
 
 Speech frames are those whose mean mel power is at least SPEECH_FRAME_DB: pauses and the floor do
 not pull the mean down, so it does not depend on how much silence a recording holds.
@@ -61,7 +63,7 @@ def speaker_means(frames_by_speaker: dict[str, list[np.ndarray]], n_mels: int) -
 def speaker_spectra(clips, cache) -> dict[str, np.ndarray]:
     """Each speaker's long-term spectrum over all their clips in `clips` (trainer.corpus.Clip; labels
     unused), from the feature cache (trainer.cache.FeatureCache)."""
-    from .progress import progress
+    from trainer.progress import progress
 
     by_speaker: dict[str, list[np.ndarray]] = {}
     for c in progress(clips, "speaker spectra"):
