@@ -1,13 +1,6 @@
 """`moodmic-bench`: every row of BENCHMARKS.md, moodmic against the stack it replaces, on the desktop.
 
-Rows (each measured in its own fresh process, one thread everywhere, warm-up excluded, over many
-windows of real speech, gate off):
-  1. upstream stack: librosa load + melspectrogram + power_to_db, Keras `model.predict`
-  2. the same Keras model through `model(x, training=False)`
-  3. moodmic frontend (only the new frames of each hop) + LiteRT float32
-  4. moodmic frontend + LiteRT dynamic-range: the shipped bundle, loaded as the daemon loads it
-  5. moodmic frontend + LiteRT int8 (full integer)
-  6. the whole daemon: `moodmic run --source file:... --fast --mqtt off` on minutes of speech
+The rows are those of BENCHMARKS.md (listed in edge/bench.py's docstring, which measures rows 3-6).
 
 Rows 1-2 (bench/rows.py) and the float32/int8 conversions for rows 3 and 5 (the converter) need the
 `train` extra (TensorFlow); without it they are skipped with a note. Rows 3-6 are measured by

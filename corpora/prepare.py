@@ -40,6 +40,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from edge.bundle import sha256_file
+
 TARGET_SR = 16000
 # moodmic's eight labels (trainer.corpus.LABELS; a test holds the two equal).
 MOODMIC_LABELS: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
@@ -108,14 +110,6 @@ def write_flac(path: Path, x: np.ndarray) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), pcm, TARGET_SR, format="FLAC", subtype="PCM_16")
     return clipped
-
-
-def sha256_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------- sources
@@ -222,6 +216,7 @@ class Source:
     label_map: dict = field(default_factory=dict)  # emotion: corpus class -> moodmic label
     language: str = ""
     fixed_pools: dict = field(default_factory=dict)  # noise: source_recording -> pool, set by hand
+    files: dict = field(default_factory=dict)  # noise: file stem -> [kind, subkind, source recording, license]
 
 
 def _stem(path: str) -> str:
@@ -230,16 +225,16 @@ def _stem(path: str) -> str:
 
 # URDU: siddiquelatif/URDU-Dataset. Folders Angry/Happy/Neutral/Sad; names SM1_F10_A010.wav =
 # speaker SM1 (S + M/F sex + number), file 10 of that speaker, emotion letter + running number.
-URDU_CLASSES = ("Angry", "Happy", "Neutral", "Sad")
-URDU_MAP = {"Angry": "angry", "Happy": "happy", "Neutral": "neutral", "Sad": "sad"}
+# Its classes and their moodmic labels are in sources.json.
 _URDU_NAME = re.compile(r"^(S[MF]\d+)_F(\d+)_([AHNS])0*(\d+)\.wav$")
 
 
 def urdu_items(files: dict[str, int]) -> list[Item]:
+    label_map = SOURCES["urdu"].label_map
     items = []
     for path in sorted(files):
         folder, _, name = path.partition("/")
-        if folder not in URDU_CLASSES:
+        if folder not in label_map:
             continue
         m = _URDU_NAME.match(name)
         if not m:
@@ -250,7 +245,7 @@ def urdu_items(files: dict[str, int]) -> list[Item]:
         items.append(Item(out=f"{folder}/{_stem(name)}.flac", sources=(path,), meta={
             "vocal_channel": "speech", "speaker": f"urdu_{speaker}",
             "sex": "male" if speaker[1] == "M" else "female",
-            "corpus_label": folder, "emotion": URDU_MAP[folder]}))
+            "corpus_label": folder, "emotion": label_map[folder]}))
     return items
 
 
@@ -291,26 +286,12 @@ def _fsdd_item(speaker: str, n: int, chunk: list[str]) -> Item:
 
 
 # librosa/data: the example recordings librosa downloads, each with a .txt naming its author and license.
-LIBROSA_DATA = {
-    # file stem: (kind, subkind, source_recording / speaker, license)
-    "147793__setuniman__sweet-waltz-0i-22mi": ("music", "waltz", "sweet-waltz", "CC BY-NC 3.0"),
-    "442789__lena-orsa__happy-music-pistachio-ice-cream-ragtime": ("music", "ragtime_piano", "pistachio-ragtime", "CC BY-NC 3.0"),
-    "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra)": ("music", "string_orchestra", "hungarian-dance-5", "Public Domain"),
-    "Karissa_Hobbs_-_Lets_Go_Fishin": ("music", "pop_song_vocals", "lets-go-fishin", "CC BY 3.0"),
-    "Kevin_MacLeod_-_P_I_Tchaikovsky_Dance_of_the_Sugar_Plum_Fairy": ("music", "classical", "sugar-plum-fairy", "CC BY 3.0"),
-    "Kevin_MacLeod_-_Vibe_Ace": ("music", "jazz", "vibe-ace", "CC BY 3.0"),
-    "admiralbob77_-_Choice_-_Drum-bass": ("music", "drum_bass", "choice-drum-bass", "CC BY-NC 3.0"),
-    "sorohanro_-_solo-trumpet-06": ("music", "trumpet", "solo-trumpet-06", "CC BY 3.0"),
-    "pibble": ("household", "dog_howling", "pibble", "CC BY-NC 3.0"),
-    "198-209-0000": ("voices", "audiobook_female", "librispeech_198", "CC BY 4.0"),
-    "3436-172162-0000": ("voices", "audiobook_male", "librispeech_3436", "CC BY 4.0"),
-    "5703-47212-0000": ("voices", "audiobook_male", "librispeech_5703", "CC BY 4.0"),
-}
+# Each file's kind, subkind, source recording (or speaker) and license: sources.json, "files".
 
 
 def librosa_items(files: dict[str, int]) -> list[Item]:
     items = []
-    for stem, (kind, subkind, group, lic) in LIBROSA_DATA.items():
+    for stem, (kind, subkind, group, lic) in SOURCES["librosa_data"].files.items():
         # the .hq.ogg (44.1 kHz) where the snapshot has it, else the 22 kHz .ogg
         for candidate in (f"audio/{stem}.hq.ogg", f"audio/{stem}.ogg"):
             if files.get(candidate, -1) > 1000:
@@ -372,41 +353,21 @@ def pyroomacoustics_items(files: dict[str, int]) -> list[Item]:
     return items
 
 
-SOURCES: dict[str, Source] = {s.name: s for s in (
-    Source(
-        name="urdu", kind="emotion", repo="siddiquelatif/URDU-Dataset",
-        commit="4b546d4e0fa36d1c86c53a281631b2ab7ce2fdec",
-        license="research use only (README: 'Anyone can use this data only for research purposes'); no LICENSE file",
-        description="URDU: 400 Urdu utterances from TV talk shows, 38 speakers (27 m, 11 f), 4 classes, 44.1 kHz WAV",
-        items=urdu_items, classes=URDU_CLASSES, label_map=URDU_MAP, language="ur"),
-    Source(
-        name="fsdd", kind="noise", repo="Jakobovski/free-spoken-digit-dataset",
-        commit="26eb9aaf76e81b692f806f9140c2d2777410d7a1", license="CC BY-SA 4.0",
-        description="Free Spoken Digit Dataset: 3000 English digits, 6 speakers, 8 kHz; per speaker concatenated to ~30-s talkers",
-        items=fsdd_items),
-    Source(
-        name="librosa_data", kind="noise", repo="librosa/data",
-        commit="450cdd8a002c98e7bdbfebb309fc1ed024001f77",
-        license="per file (see each audio/*.txt): CC BY 3.0 / CC BY-NC 3.0 / CC BY 4.0 / Public Domain; repo CC0",
-        description="librosa's example recordings: 8 music pieces, 3 LibriSpeech readers, a dog howling",
-        items=librosa_items),
-    Source(
-        name="timgrau_household", kind="noise", repo="Timgrau/Projektarbeit-1",
-        commit="576dbfeaa7c236521965107400e9d24cca7f0ceb",
-        license="CC0 for the Freesound part; the rest recorded by the author, no explicit license (noise_data/README.md)",
-        description="12 household recordings: air conditioner x3, dishwasher x4, vacuum cleaner x3, street x2",
-        items=timgrau_items),
-    Source(
-        name="pyroomacoustics_samples", kind="noise", repo="LCAV/pyroomacoustics",
-        commit="6fe43fecb7c358ac9aaa054e7e73641189f1afff",
-        license="Speech Commands noises CC BY 4.0; CMU ARCTIC free license (attribution)",
-        description="doing_the_dishes + exercise_bike (Speech Commands background noise), CMU ARCTIC speakers aew, axb",
-        items=pyroomacoustics_items,
-        # single recordings of their kind in this source: placed by hand so that each kind's pools stay
-        # balanced over all sources (see README "Pools")
-        fixed_pools={"doing_the_dishes": "evaluation", "exercise_bike": "validation",
-                     "cmu_arctic_aew": "validation", "cmu_arctic_axb": "evaluation"}),
-)}
+# Each source's facts (repository, commit, license, class map, hand-placed pools) are data: sources.json.
+# Here only the code that lists a snapshot's items.
+ITEM_LISTERS: dict[str, Callable[[dict[str, int]], list[Item]]] = {"urdu_items": urdu_items, "fsdd_items": fsdd_items, "librosa_items": librosa_items, "timgrau_items": timgrau_items, "pyroomacoustics_items": pyroomacoustics_items}
+
+
+def _load_sources(path: Path = Path(__file__).with_name("sources.json")) -> dict[str, Source]:
+    sources = {}
+    for entry in json.loads(path.read_text(encoding="utf-8")):
+        entry = dict(entry, items=ITEM_LISTERS[entry["items"]])
+        entry["classes"] = tuple(entry.get("classes", ()))
+        sources[entry["name"]] = Source(**entry)
+    return sources
+
+
+SOURCES: dict[str, Source] = _load_sources()
 
 
 # --------------------------------------------------------------------------------------------- pools
@@ -505,7 +466,7 @@ def prepare(source: Source, location: Path, out: Path, limit: int | None = None,
             clipped_total += clipped
             row = {
                 "path": item.out, "corpus": source.name, "duration_s": f"{len(x) / TARGET_SR:.4f}",
-                "sha256": sha256_path(dest), "source_repo": f"{source.repo}@{commit}",
+                "sha256": sha256_file(dest), "source_repo": f"{source.repo}@{commit}",
                 "source_path": " ".join(item.sources), "source_md5": source_md5,
                 "duplicate_of": seen_md5.get(source_md5, ""), "license": source.license,
             }

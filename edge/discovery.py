@@ -29,7 +29,7 @@ def discovery_configs(*, prefix: str, device_id: str, base: str, labels: tuple[s
                       qos: int) -> list[tuple[str, dict[str, Any]]]:
     """(topic, payload) of every entity of the device whose topics live under `base`."""
     states = list(dict.fromkeys((*labels, SILENCE)))
-    topics = Topics(base)
+    topics = Topics.under(base)
     shared = {
         "availability_topic": topics.availability,
         "device": {"identifiers": [f"moodmic_{device_id}"], "name": f"moodmic {device_id}", "model": model_name,

@@ -109,7 +109,7 @@ class MqttPublisher:
             if not getattr(settings, key) or re.search(r"[+#\x00]", getattr(settings, key)):
                 raise ConfigError(f"mqtt.{key}: {getattr(settings, key)!r} is not a topic (empty, or has + # NUL)")
         base = f"{settings.base_topic}/{self.device_id}"
-        self.topics = Topics(base)
+        self.topics = Topics.under(base)
         self._ha_status = ha_status_topic(settings.discovery_prefix)
         self._discovery = [(topic, json.dumps(payload)) for topic, payload in discovery_configs(
             prefix=settings.discovery_prefix, device_id=self.device_id, base=base, labels=labels,

@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
 class Topics:
-    """Every topic under `<base_topic>/<device_id>` (README, "MQTT contract")."""
+    """Every topic under `<base_topic>/<device_id>` (README, "MQTT contract"); the field name is the suffix."""
 
-    base: str
+    availability: str  # `online` / `offline`, retained; the Last Will
+    state: str  # the smoothed state, retained
+    event: str  # one message per label change
+    health: str  # the daemon's counters, QoS 0
 
-    @property
-    def availability(self) -> str:
-        """`online` / `offline`, retained; the Last Will."""
-        return f"{self.base}/availability"
-
-    @property
-    def state(self) -> str:
-        """The smoothed state, retained."""
-        return f"{self.base}/state"
-
-    @property
-    def event(self) -> str:
-        """One message per label change."""
-        return f"{self.base}/event"
-
-    @property
-    def health(self) -> str:
-        """The daemon's counters, QoS 0."""
-        return f"{self.base}/health"
+    @classmethod
+    def under(cls, base: str) -> Topics:
+        return cls(**{f.name: f"{base}/{f.name}" for f in fields(cls)})
 
 
 def ha_status_topic(discovery_prefix: str) -> str:

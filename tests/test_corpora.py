@@ -119,7 +119,7 @@ def test_prepare_noise_from_a_folder(tmp_path):
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
         assert abs(float(r["duration_s"]) - 1.0) < 1e-3
         assert r["kind"] in P.NOISE_KINDS and r["pool"] in P.POOLS and r["source_recording"]
-        assert r["sha256"] == P.sha256_path(out / r["path"])
+        assert r["sha256"] == P.sha256_file(out / r["path"])
         assert r["source_repo"] == "Timgrau/Projektarbeit-1@unversioned"
     pools_by_rec: dict[str, set[str]] = {}
     for r in rows:
@@ -169,7 +169,7 @@ def test_prepare_emotion_from_a_bare_git_snapshot(tmp_path):
     assert first["source_repo"] == f"siddiquelatif/URDU-Dataset@{commit}"
     assert by_path["Sad/SM1_F9_S09.flac"]["duplicate_of"] == "Sad/SM1_F1_S01.flac"
     assert all(r["emotion"] in P.MOODMIC_LABELS for r in rows)
-    assert summary["classes"] == list(P.URDU_CLASSES)
+    assert summary["classes"] == list(P.SOURCES["urdu"].classes)
     assert sf.info(out / "Sad/SF2_F2_S02.flac").samplerate == 16000
 
 

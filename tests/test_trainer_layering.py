@@ -16,6 +16,8 @@ import ast
 import sys
 from pathlib import Path
 
+from import_cycles import cycles
+
 REPO = Path(__file__).resolve().parents[1]
 LAYERED = ("trainer", "converter")  # packages whose modules must form no cycle
 PRODUCT = ("edge", "trainer", "converter", "bench")  # never import research/
@@ -66,37 +68,6 @@ def import_graph(root: Path, packages=LAYERED) -> dict[str, dict[str, int]]:
                 edges.setdefault(target, line)
         graph[name] = edges
     return graph
-
-
-def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
-    """The strongly connected components with more than one module (Tarjan), each sorted."""
-    index, low, stack, on_stack, out = {}, {}, [], set(), []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                out.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return out
 
 
 def describe_cycle(graph: dict[str, dict[str, int]], component: list[str]) -> str:

@@ -265,14 +265,9 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     from trainer.final import median_schedule
     from trainer.graphs import rebuild_model
     from trainer.rundir import read_run
-    from trainer_synth import make_corpus
+    from trainer_synth import tiny_cvs
 
-    corpus = make_corpus(tmp_path / "corpus", speakers=6, reps=1)
-    common = ["--data", str(corpus), "--folds", "3", "--arch", "tiny", "--epochs", "3", "--val-actors", "1",
-              "--cache", str(tmp_path / "cache"), "--lr-patience", "1"]
-    cvs = [tmp_path / f"cv-{s}" for s in (1, 2)]
-    for cv, seed in zip(cvs, (1, 2)):
-        assert train(["cv", *common, "--out", str(cv), "--init-seed", str(seed)]) == 0
+    cvs = tiny_cvs(tmp_path)
     a, b = (cv / "fold-0" for cv in cvs)
     # same items and augmented copies (the run seed's), different weights (the init seed's)
     assert (a / "fit_items.csv").read_text() == (b / "fit_items.csv").read_text()

@@ -62,3 +62,17 @@ def shuffled_manifest(root: Path, out: Path, seed: int = 0) -> Path:
         for c, label in zip(clips, labels):
             w.writerow([c.path, label, c.speaker, c.sex, c.channel])
     return out
+
+
+def tiny_cvs(tmp: Path, seeds: tuple[int, ...] = (1, 2)) -> list[Path]:
+    """Cross-validations (3 folds) of the `tiny` architecture on one synthetic corpus, one per init seed:
+    the same folds and augmented copies (the run seed's), different weights."""
+    from trainer.cli import main as train
+
+    corpus = make_corpus(tmp / "corpus", speakers=6, reps=1)
+    common = ["--data", str(corpus), "--folds", "3", "--arch", "tiny", "--epochs", "3", "--val-actors", "1",
+              "--cache", str(tmp / "cache"), "--lr-patience", "1"]
+    cvs = [tmp / f"cv-{s}" for s in seeds]
+    for cv, seed in zip(cvs, seeds):
+        assert train(["cv", *common, "--out", str(cv), "--init-seed", str(seed)]) == 0
+    return cvs

@@ -93,15 +93,10 @@ def test_research_architectures_build_and_clone_at_batch_1_like_the_trainers(res
 def members_cv(tmp_path_factory):
     """A members cross-validation of the `tiny` architecture on a synthetic corpus (two init seeds, 3 folds)."""
     from trainer.cli import main as train
-    from trainer_synth import make_corpus
+    from trainer_synth import tiny_cvs
 
     tmp = tmp_path_factory.mktemp("members")
-    corpus = make_corpus(tmp / "corpus", speakers=6, reps=1)
-    common = ["--data", str(corpus), "--folds", "3", "--arch", "tiny", "--epochs", "3", "--val-actors", "1",
-              "--cache", str(tmp / "cache"), "--lr-patience", "1"]
-    cvs = [tmp / f"cv-{s}" for s in (1, 2)]
-    for cv, seed in zip(cvs, (1, 2)):
-        assert train(["cv", *common, "--out", str(cv), "--init-seed", str(seed)]) == 0
+    cvs = tiny_cvs(tmp)
     out = tmp / "members"
     assert train(["members", *map(str, cvs), "--out", str(out), "--eval-hop", "0.2"]) == 0
     return out
