@@ -110,12 +110,15 @@ def sidebar(model: EmotionModel, max_seconds: float, max_mb: int) -> None:
                f"(audio.max_file_seconds). moodmic {__version__}.")
 
 
-def _svg(chart: alt.Chart) -> alt.Chart:
+AnyChart = alt.Chart | alt.LayerChart | alt.FacetChart  # what altair's builders return
+
+
+def _svg(chart: AnyChart) -> AnyChart:
     """Render as SVG (text and marks stay in the page's DOM, where the browser test checks them)."""
     return chart.properties(usermeta={"embedOptions": {"renderer": "svg"}})
 
 
-def probability_chart(result, labels: tuple[str, ...]) -> alt.Chart:
+def probability_chart(result, labels: tuple[str, ...]) -> AnyChart:
     """One horizontal bar per emotion, in the model's label order, each in its emotion's colour and
     labelled with its probability: at any width every bar keeps its name (vertical bars lose theirs
     to a phone's width). The predicted emotion is in bold."""
@@ -142,7 +145,7 @@ def probability_chart(result, labels: tuple[str, ...]) -> alt.Chart:
     return _svg(alt.layer(bars, values))
 
 
-def timeline_chart(result, labels: tuple[str, ...], hop_s: float, duration_s: float) -> alt.Chart:
+def timeline_chart(result, labels: tuple[str, ...], hop_s: float, duration_s: float) -> AnyChart:
     """Per-window emotions along the clip: every label's probability at the windows' centres, under
     a strip with each window's label (one hop wide, centred on the window)."""
     colour = alt.Color("emotion:N", scale=alt.Scale(domain=list(labels), range=app_core.emotion_colours(labels)),
@@ -250,8 +253,8 @@ def main() -> None:
     with st.spinner("Listening…"):
         analysis, error = cached_analysis(sha, app_core.display_name(item.name), model.bundle.tflite_sha256,
                                           max_seconds, max_mb, repr(settings.gate), data, model, settings.gate)
-    if error:
-        st.error(error, icon="🚫")
+    if error or analysis is None:
+        st.error(error or "no result", icon="🚫")
         return
     show(analysis, model, settings)
 

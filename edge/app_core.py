@@ -215,7 +215,8 @@ def model_metrics(bundle: Any) -> list[MetricRow]:
     metrics = training.get("metrics") if isinstance(training, dict) else None
     if not isinstance(metrics, dict):
         return []
-    split_info = training.get("split") if isinstance(training.get("split"), dict) else {}
+    declared = training.get("split")
+    split_info: dict[str, Any] = declared if isinstance(declared, dict) else {}
     order = {"cv": 0, "test": 1, "val": 2}
     rows = []
     for split in sorted(metrics, key=lambda s: (order.get(s, 9), s)):
@@ -228,8 +229,8 @@ def model_metrics(bundle: Any) -> list[MetricRow]:
             if not isinstance(m, dict):
                 continue
             actors = m.get("actors") or (split_info.get(split) or {}).get("actors") or ()
-            clips = m.get("clips")
-            rows.append(MetricRow(split, str(subset), int(clips) if _num(clips) is not None else None,
+            clips = _num(m.get("clips"))
+            rows.append(MetricRow(split, str(subset), int(clips) if clips is not None else None,
                                   _num(m.get("accuracy")), _num(m.get("unweighted_accuracy")),
                                   _num(m.get("macro_f1")), tuple(str(a) for a in actors)))
     return rows

@@ -20,8 +20,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _T0_WALL = time.perf_counter()
 _T0_CPU = time.process_time()
@@ -86,7 +90,7 @@ def vm_hwm_mb(pid: int | str = "self") -> float | None:
     return None
 
 
-def import_load_done() -> dict[str, float]:
+def import_load_done() -> dict[str, float | None]:
     return {"import_load_wall_s": time.perf_counter() - _T0_WALL, "import_load_cpu_s": time.process_time() - _T0_CPU,
             "rss_after_load_mb": vm_hwm_mb(),
             "loaded_at_epoch": time.time()}
@@ -103,6 +107,7 @@ def row_litert(spec: dict[str, Any]) -> dict[str, Any]:
 
     from .features import FeatureParams, FeatureStream, Frontend
 
+    infer: Callable[[np.ndarray], np.ndarray]  # windows -> the model's outputs
     if spec.get("bundle"):
         from .model import EmotionModel
 

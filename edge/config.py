@@ -13,6 +13,7 @@ import difflib
 import os
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def _type_name(tp: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
-def _convert(key: str, tp: Any, value: Any, meta: dict[str, Any]) -> Any:
+def _convert(key: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
     if tp is str and isinstance(value, bool) and {"on", "off"} <= set(meta.get("choices") or ()):
         value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
     ok = (
@@ -179,7 +180,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(known)})"
             raise ConfigError(f"{full}: unknown key{hint}")
         tp = hints[key]
-        if is_dataclass(tp):
+        if isinstance(tp, type) and is_dataclass(tp):
             kwargs[key] = _build(tp, value, full + ".")
         else:
             kwargs[key] = _convert(full, tp, value, known[key].metadata)
@@ -229,7 +230,7 @@ def iter_fields(cls: type = Settings, prefix: str = "") -> typing.Iterator[tuple
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         tp = hints[f.name]
-        if is_dataclass(tp):
+        if isinstance(tp, type) and is_dataclass(tp):
             yield from iter_fields(tp, f"{prefix}{f.name}.")
         else:
             default = f.default if f.default is not MISSING else None
