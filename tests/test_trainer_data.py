@@ -265,7 +265,7 @@ def test_training_items_are_originals_then_copies():
     from trainer.corpus import Clip
 
     c = Clip(Path("x.wav"), "x.wav", "sad", "01", sha256="cd" * 32)
-    items = training_items([c], AugmentSettings(copies=2), seed=0)
+    items = training_items([c], AugmentSettings(copies=2), seed=0, sample_rate=16000)
     assert [(it.copy, it.aug is None) for it in items] == [(0, True), (1, False), (2, False)]
 
 

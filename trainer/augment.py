@@ -45,6 +45,10 @@ class AugmentSettings:
     time_mask: int = 20  # each at most this many frames
     freq_masks: int = 0  # SpecAugment frequency masks per window
     freq_mask: int = 16  # each at most this many mel bands
+    # multi-condition copies (trainer.room_copies): training-pool rooms, noise and microphones
+    rooms: int = 0  # room copies per training clip (0: off); needs room_noise
+    room_noise: tuple[str, ...] = ()  # noise folders (corpora/ layout); only their `train` pool is used
+    room_snr_db: tuple[float, float] = (0.0, 30.0)  # SNR range of a room copy's noise, dB
 
     @property
     def enabled(self) -> bool:

@@ -20,6 +20,7 @@ from edge.audio import load_audio
 from edge.features import Frontend, clip_frames
 
 from .augment import Augmentation
+from .room_copies import RoomCopy
 from .corpus import Clip
 
 
@@ -47,11 +48,11 @@ class FeatureCache:
         if not info.exists():
             info.write_text(json.dumps(frontend.params.to_dict(), indent=2) + "\n", encoding="utf-8")
 
-    def path(self, clip: Clip, aug: Augmentation | None = None) -> Path:
+    def path(self, clip: Clip, aug: Augmentation | RoomCopy | None = None) -> Path:
         key = clip.sha256 if aug is None else f"{clip.sha256}-{aug.key()}"
         return self.dir / key[:2] / f"{key}.npy"
 
-    def frames(self, clip: Clip, aug: Augmentation | None = None) -> np.ndarray:
+    def frames(self, clip: Clip, aug: Augmentation | RoomCopy | None = None) -> np.ndarray:
         path = self.path(clip, aug)
         if path.exists():
             try:

@@ -28,13 +28,14 @@ from .augment import Augmentation, AugmentSettings, augment_windows, plan_copies
 from .cache import FeatureCache
 from .corpus import Clip
 from .progress import progress
+from .room_copies import RoomCopy, plan_room_copies
 
 
 @dataclass(frozen=True)
 class Item:
     clip: Clip
     copy: int  # 0: the original; 1..: augmented copies
-    aug: Augmentation | None = None
+    aug: Augmentation | RoomCopy | None = None
 
 
 @dataclass
@@ -135,11 +136,13 @@ def oversample(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.sort(np.concatenate(rows))
 
 
-def training_items(clips: list[Clip], augment: AugmentSettings, seed: int) -> list[Item]:
+def training_items(clips: list[Clip], augment: AugmentSettings, seed: int, sample_rate: int) -> list[Item]:
     items = []
     for c in clips:
+        copies: list[Augmentation | RoomCopy] = [*plan_copies(augment, seed, c.sha256), *plan_room_copies(
+            augment.rooms, augment.room_noise, augment.room_snr_db, seed, c.sha256, sample_rate)]
         items.append(Item(c, 0))
-        items += [Item(c, k, aug) for k, aug in enumerate(plan_copies(augment, seed, c.sha256), start=1)]
+        items += [Item(c, k, aug) for k, aug in enumerate(copies, start=1)]
     return items
 
 
@@ -161,7 +164,7 @@ def build_training_data(
     blended into their targets."""
     index = {label: i for i, label in enumerate(labels)}
     row = {c.name: i for i, c in enumerate(train)}  # each item's clip, in `teacher`
-    items = training_items(train, augment, seed)
+    items = training_items(train, augment, seed, frontend.params.sample_rate)
     frames = [cache.frames(it.clip, it.aug) for it in progress(items, "features (train + augmented)")]
     y = np.array([index[it.clip.label] for it in items], dtype=np.int64)
     rows = oversample(y, np.random.default_rng([seed, 2])) if oversampling else np.arange(len(items))
