@@ -31,10 +31,10 @@ import json
 import re
 import subprocess
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -327,7 +327,8 @@ def timgrau_items(files: dict[str, int]) -> list[Item]:
 # LCAV/pyroomacoustics: test recordings in its examples: two Speech Commands background noises
 # (CC BY 4.0) and CMU ARCTIC sentences of speakers aew and axb (CMU ARCTIC's free license).
 PRA_FILES = {
-    "examples/input_samples/doing_the_dishes.wav": ("household", "doing_the_dishes", "doing_the_dishes", "", "CC BY 4.0 (Speech Commands)"),
+    "examples/input_samples/doing_the_dishes.wav": ("household", "doing_the_dishes", "doing_the_dishes", "",
+                                                    "CC BY 4.0 (Speech Commands)"),
     "notebooks/exercise_bike.wav": ("fan_hum", "exercise_bike", "exercise_bike", "", "CC BY 4.0 (Speech Commands)"),
 }
 _PRA_ARCTIC = re.compile(r"^examples/input_samples/cmu_arctic_us_(aew|axb)_(a\d{4})\.wav$")
@@ -355,10 +356,14 @@ def pyroomacoustics_items(files: dict[str, int]) -> list[Item]:
 
 # Each source's facts (repository, commit, license, class map, hand-placed pools) are data: sources.json.
 # Here only the code that lists a snapshot's items.
-ITEM_LISTERS: dict[str, Callable[[dict[str, int]], list[Item]]] = {"urdu_items": urdu_items, "fsdd_items": fsdd_items, "librosa_items": librosa_items, "timgrau_items": timgrau_items, "pyroomacoustics_items": pyroomacoustics_items}
+ITEM_LISTERS: dict[str, Callable[[dict[str, int]], list[Item]]] = {
+    f.__name__: f for f in (urdu_items, fsdd_items, librosa_items, timgrau_items, pyroomacoustics_items)}
 
 
-def _load_sources(path: Path = Path(__file__).with_name("sources.json")) -> dict[str, Source]:
+SOURCES_FILE = Path(__file__).with_name("sources.json")
+
+
+def _load_sources(path: Path = SOURCES_FILE) -> dict[str, Source]:
     sources = {}
     for entry in json.loads(path.read_text(encoding="utf-8")):
         entry = dict(entry, items=ITEM_LISTERS[entry["items"]])

@@ -24,16 +24,16 @@ try:
 except ImportError:  # a checkout that is not installed
     sys.path.insert(0, str(_HERE.parent))
 
-import altair as alt  # noqa: E402  (streamlit depends on altair and pandas)
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
+# (E402 is allowed for this file in pyproject: these imports must follow the sys.path fix above)
+import altair as alt  # streamlit depends on altair and pandas
+import pandas as pd
+import streamlit as st
 
-from edge import __version__  # noqa: E402
-from edge import app_core  # noqa: E402
-from edge.bundle import DEFAULT_BUNDLE  # noqa: E402
-from edge.config import GateSettings, Settings, load_settings  # noqa: E402
-from edge.errors import MoodmicError  # noqa: E402
-from edge.model import EmotionModel  # noqa: E402
+from edge import __version__, app_core
+from edge.bundle import DEFAULT_BUNDLE
+from edge.config import GateSettings, Settings, load_settings
+from edge.errors import MoodmicError
+from edge.model import EmotionModel
 
 log = logging.getLogger("edge.app")
 

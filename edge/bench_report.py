@@ -82,7 +82,8 @@ def pi_estimate(res: dict[str, Any]) -> list[str]:
               f"{hop:g} s hop | Pi 5, % of one core |", "|---|---|---|---|---|"]
     lines.append(f"| A. MACs / published MobileNetV2 rate (inference only, XNNPACK-like efficiency) | "
                  f"{est_a[0][0]:.0f}-{est_a[0][1]:.0f} | {est_a[1][0]:.0f}-{est_a[1][1]:.0f} | "
-                 f"{est_a[0][0] / 10 / hop:.1f}-{est_a[0][1] / 10 / hop:.1f} | {est_a[1][0] / 10 / hop:.1f}-{est_a[1][1] / 10 / hop:.1f} |")
+                 f"{est_a[0][0] / 10 / hop:.1f}-{est_a[0][1] / 10 / hop:.1f} | "
+                 f"{est_a[1][0] / 10 / hop:.1f}-{est_a[1][1] / 10 / hop:.1f} |")
     mob = yard.get("mobilenet")
     r4, r6 = rows["4"], rows["6"]
     if mob and r4.ok:
@@ -94,7 +95,8 @@ def pi_estimate(res: dict[str, Any]) -> list[str]:
         lines.append(
             f"| B. this machine's measured row 4 (features + inference, {total:.2f} ms CPU) x (Pi MobileNetV2 single-thread / "
             f"this machine's: {here:.1f} ms CPU here for the Keras MobileNetV2 1.0/224 converted to float32, "
-            f"{mob['macs'] / 1e6:.0f} M MACs by the same count, so x{k4[0]:.1f}-{k4[1]:.1f} for a Pi 4, x{k5[0]:.1f}-{k5[1]:.1f} for a Pi 5) | "
+            f"{mob['macs'] / 1e6:.0f} M MACs by the same count, so x{k4[0]:.1f}-{k4[1]:.1f} for a Pi 4, "
+            f"x{k5[0]:.1f}-{k5[1]:.1f} for a Pi 5) | "
             f"{total * k4[0]:.0f}-{total * k4[1]:.0f} | {total * k5[0]:.0f}-{total * k5[1]:.0f} | "
             f"{per_min * k4[0] / 60 * 100:.1f}-{per_min * k4[1] / 60 * 100:.1f} (daemon) | "
             f"{per_min * k5[0] / 60 * 100:.1f}-{per_min * k5[1] / 60 * 100:.1f} (daemon) |")
@@ -102,7 +104,8 @@ def pi_estimate(res: dict[str, Any]) -> list[str]:
               "Method A assumes the whole graph runs at MobileNetV2's MAC rate; the dynamic-range model quantizes "
               "activations at run time, and any op XNNPACK does not take (the seed architecture's fused LSTMs) runs on "
               "TFLite's builtin kernels, so A is optimistic. Method B carries over everything this machine measured (the "
-              "numpy frontend, Python overhead, every kernel) and scales it by one published number, so it is the better guess; it assumes "
+              "numpy frontend, Python overhead, every kernel) and scales it by one published number, so it is the better guess; "
+              "it assumes "
               "the x86 core and the Pi core differ on this model as they do on MobileNetV2. Both are estimates: measure on "
               "a Pi with `moodmic bench` before relying on them.", ""]
     return lines
@@ -126,7 +129,8 @@ def render(res: dict[str, Any], mach: dict[str, Any], command: str, aarch64: str
          f"{mach['memory_mb'] / 1024:.1f} GiB RAM, {mach['machine']}, Linux {mach['kernel']}",
          f"- **Software:** Python {mach['python']}, moodmic {mach['moodmic']}"
          + (f" (git {mach['commit']})" if mach.get("commit") else "") + f"; {pk}",
-         f"- **Machine load** (1/5/15-min load average, shared with other work): {'/'.join(f'{x:.2f}' for x in res['load_start'])} "
+         "- **Machine load** (1/5/15-min load average, shared with other work): "
+         f"{'/'.join(f'{x:.2f}' for x in res['load_start'])} "
          f"at the start, {'/'.join(f'{x:.2f}' for x in res['load_end'])} at the end; per row below. CPU-time figures "
          "count only what the measured process used, so a busy machine moves them far less than wall time, which "
          "includes waiting for a core (not zero: shared caches and memory bandwidth still show, some 10-15% between "
@@ -143,7 +147,8 @@ def render(res: dict[str, Any], mach: dict[str, Any], command: str, aarch64: str
     L += ["## Results", "",
           "ms/window: **CPU time** of the row's process, median / p95 over the measured windows. CPU-s per minute: mean CPU "
           f"per window x {60 / hop:g} windows per minute (row 6: the daemon process's whole CPU time, start-up included, "
-          "divided by the minutes of audio). Peak RSS: the process's peak resident set (VmHWM of its own address space). Import + model load: "
+          "divided by the minutes of audio). Peak RSS: the process's peak resident set (VmHWM of its own address space). "
+          "Import + model load: "
           "wall seconds from the row's first import to a loaded model (row 6: from process start to the daemon's "
           "`listening` log line). Ratios: row 1's value divided by the row's (higher is better).", "",
           "| # | stack | features ms/window | inference ms/window | total ms/window | CPU-s per min of audio | "
@@ -181,7 +186,8 @@ def render(res: dict[str, Any], mach: dict[str, Any], command: str, aarch64: str
         else:
             L.append(f"| {row.key} | {_ms(d['feat_wall'])} | {_ms(d['inf_wall'])} | {_ms(d['total_wall'])} | "
                      f"{per_minute(row, hop, cpu=False):.3f} | {d['import_load_wall_s']:.2f} / {d['import_load_cpu_s']:.2f} | "
-                     f"{d['warmup_wall_ms'] / 1000:.2f} s | {la} | {d.get('runtime', 'TensorFlow ' + mach['packages'].get('tensorflow', ''))} |")
+                     f"{d['warmup_wall_ms'] / 1000:.2f} s | {la} | "
+                     f"{d.get('runtime', 'TensorFlow ' + mach['packages'].get('tensorflow', ''))} |")
     gate_on = res.get("daemon_gate_on", {})
     d6 = rows["6"].data if rows["6"].ok else {}
     if "steady_cpu_s_per_min" in d6:
@@ -217,7 +223,8 @@ def acceptance(res: dict[str, Any]) -> list[str]:
         if steady:
             xs = base / steady
             extra = (f" Without the daemon's start-up (steady state, {steady:.3f} CPU-s per minute): {xs:.1f}x; aims "
-                     + ", ".join(f"{aim}x {'reached' if xs >= aim else f'not reached ({xs / aim:.0%} of it)'}" for aim in (20, 50))
+                     + ", ".join(f"{aim}x {'reached' if xs >= aim else f'not reached ({xs / aim:.0%} of it)'}"
+                                 for aim in (20, 50))
                      + ".")
         L.append(f"- CPU per minute of audio, daemon (row 6, start-up included) vs row 1: **{x:.1f}x less** — required "
                  f">= 10x: **{'PASS' if x >= 10 else 'FAIL'}**; aims: {aims}.{extra} (CPU time: a busy machine "

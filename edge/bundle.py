@@ -161,7 +161,7 @@ def _check_consistent(b: Bundle, layout: Any, where: str) -> None:
     if b.temperature <= 0:
         problems.append(f"temperature {b.temperature} (must be > 0)")
     try:
-        b.eval_hop_frames
+        _ = b.eval_hop_frames  # the property checks the hop is a whole number of frames
     except ValueError as exc:
         problems.append(f"eval_hop_s: {exc}")
     if problems:

@@ -1,7 +1,8 @@
 """Settings: one frozen dataclass per subsystem; the defaults live here and nowhere else.
 
 `config.yaml` at the repository root is generated from these dataclasses (edge/config_yaml.py: section
-comments are the class docstrings, key comments the fields' docs; a test keeps the file equal). Lookup order: `--config FILE` > `$MOODMIC_CONFIG` > /etc/moodmic/config.yaml > defaults.
+comments are the class docstrings, key comments the fields' docs; a test keeps the file equal).
+Lookup order: `--config FILE` > `$MOODMIC_CONFIG` > /etc/moodmic/config.yaml > defaults.
 An unknown key, a wrong type or an out-of-range value is a one-line ConfigError naming the key.
 Window length and every feature parameter come from the model bundle only: the config decides how
 often to decide (the hop), never what a window is.
@@ -12,8 +13,8 @@ from __future__ import annotations
 import difflib
 import os
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 

@@ -67,7 +67,7 @@ class FeatureParams:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FeatureParams":
+    def from_dict(cls, data: dict[str, Any]) -> FeatureParams:
         """Parse the bundle's `features` block; refuse what this frontend cannot compute."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

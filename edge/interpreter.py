@@ -39,7 +39,7 @@ class TensorSpec:
         return {"shape": list(self.shape), "dtype": self.dtype, "scale": self.scale, "zero_point": self.zero_point}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TensorSpec":
+    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
         return cls(tuple(int(n) for n in data["shape"]), str(data["dtype"]), float(data["scale"]), int(data["zero_point"]))
 
 
@@ -109,4 +109,6 @@ class TFLiteModel:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, ...) examples -> (N, outputs) float32."""
-        return np.stack([self.invoke(x) for x in batch]) if len(batch) else np.empty((0,) + self.output_spec.shape[1:], np.float32)
+        if not len(batch):
+            return np.empty((0,) + self.output_spec.shape[1:], np.float32)
+        return np.stack([self.invoke(x) for x in batch])

@@ -34,7 +34,7 @@ class EmotionModel:
                 )
 
     @classmethod
-    def load(cls, path: str | Path | None = None, threads: int = 1) -> "EmotionModel":
+    def load(cls, path: str | Path | None = None, threads: int = 1) -> EmotionModel:
         return cls(load_bundle(path), threads=threads)
 
     def probabilities(self, windows: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ row the state is SILENCE and the smoothing starts afresh (the next speaker is a 
 from __future__ import annotations
 
 from collections import deque
+
 import numpy as np
 
 from .config import GateSettings, SmoothingSettings

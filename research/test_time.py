@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"cv_dirs": [d.name for d in args.cv_dirs], "eval_hop_s": args.eval_hop, "folds": folds,
               "per_fold": per_fold, "summary": summary}
     (args.out / "test_time.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    lines = ["| option | validation UA all / speech / song | test UA all | test UA speech | test UA song |", "|---|---|---|---|---|"]
+    lines = ["| option | validation UA all / speech / song | test UA all | test UA speech | test UA song |",
+             "|---|---|---|---|---|"]
     for o, s in summary.items():
         v, t = s["val"], s["test"]
         lines.append(f"| {o} | " + " / ".join(f"{v[g]['mean']:.3f}" if g in v else "-" for g in GROUPS) + " | "

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                "window_seconds": frames * HOP / RATE, "machine": f"{host['cpu']}, {host['cores']} cores",
                "rows": rows}
     (a.out / "whisper_cost.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    lines = ["# Whisper base's encoder to depth %d on one device window (research/whisper_cost.py)" % a.depth, "",
+    lines = [f"# Whisper base's encoder to depth {a.depth} on one device window (research/whisper_cost.py)", "",
              f"{params / 1e6:.1f} M parameters; input {frames} Whisper mel frames ({frames * HOP / RATE:.2f} s); "
              f"output mean and deviation at depth {a.depth}. LiteRT, 1 thread; {summary['machine']}. "
              "Difference: largest absolute difference from research/whisper_encoder.py's pooled output "

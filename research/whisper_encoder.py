@@ -105,7 +105,8 @@ class WhisperEncoder:
             att = q @ k.transpose(0, 2, 1) / np.sqrt(d // self.heads)
             att = np.exp(att - att.max(-1, keepdims=True))
             ctx = (att / att.sum(-1, keepdims=True)) @ v
-            x = x + ctx.transpose(1, 0, 2).reshape(t, d) @ w[p + "self_attention/linear_1/weight"].T + w[p + "self_attention/linear_1/bias"]
+            out = w[p + "self_attention/linear_1/weight"], w[p + "self_attention/linear_1/bias"]
+            x = x + ctx.transpose(1, 0, 2).reshape(t, d) @ out[0].T + out[1]
             h = _norm(x, w, p + "ffn/layer_norm")
             h = _gelu(h @ w[p + "ffn/linear_0/weight"].T + w[p + "ffn/linear_0/bias"])
             x = x + h @ w[p + "ffn/linear_1/weight"].T + w[p + "ffn/linear_1/bias"]

@@ -27,7 +27,13 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from clip_probe import model_record, pooled_features, probe_rows, write_report, write_teacher  # research/, first on sys.path when run as a script
+from clip_probe import (  # research/, first on sys.path when run as a script
+    model_record,
+    pooled_features,
+    probe_rows,
+    write_report,
+    write_teacher,
+)
 from whisper_encoder import RATE, WhisperEncoder, log_mel
 
 from edge.audio import load_audio

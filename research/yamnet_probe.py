@@ -23,11 +23,16 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from clip_probe import (  # research/, first on sys.path when run as a script
+    model_record,
+    pooled_features,
+    probe_rows,
+    write_report,
+)
 
 from edge.audio import load_audio
 from edge.data_path import DATA_HELP, data_dir
 from trainer.corpus import load_corpus
-from clip_probe import model_record, pooled_features, probe_rows, write_report  # research/, first on sys.path when run as a script
 
 RATE, PATCH, STEP = 16000, 15600, 7680  # YAMNet's input: 0.975 s of 16 kHz audio, a patch every 0.48 s
 LAYERS = ("layer6", "layer10", "layer12", "embedding", "scores")  # shallow to deep; "embedding": the 1024 pooled values

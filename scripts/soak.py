@@ -33,12 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
-import soundfile as sf  # noqa: E402
+import soundfile as sf
 
-from edge.data_path import data_dir  # noqa: E402
+from edge.data_path import data_dir
 
-from faults_lib import (SR, TimedRecorder, code_version, daemon_counts, machine, speech_chunks,  # noqa: E402
-                        update_section)
+from faults_lib import SR, TimedRecorder, code_version, daemon_counts, machine, speech_chunks, update_section
 
 RAVDESS = data_dir(REPO)
 RSS_LIMIT_MB = 5.0

@@ -189,7 +189,10 @@ def machine() -> str:
             f"Python {platform.python_version()}, {mosq}, paho-mqtt {paho.mqtt.__version__}")
 
 
-def code_version(repo: Path = Path(__file__).resolve().parents[1]) -> str:
+REPO = Path(__file__).resolve().parents[1]
+
+
+def code_version(repo: Path = REPO) -> str:
     """The commit the daemon runs from, `+changes` when edge/ differs from it."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True).stdout.strip()

@@ -17,11 +17,11 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edge.bundle import write_bundle  # noqa: E402
-from edge.features import FeatureParams  # noqa: E402
+from edge.bundle import write_bundle
+from edge.features import FeatureParams
 
 LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 
@@ -41,7 +41,7 @@ def build_keras(params: FeatureParams, logits: bool):
 
 def representative(params: FeatureParams, n: int = 64):
     rng = np.random.default_rng(0)
-    for i in range(n):
+    for _ in range(n):
         level = rng.uniform(-80, 30)
         x = np.clip(rng.normal(level, 15, (1, params.n_frames, params.n_mels)), params.floor_db, 40)
         yield [x.astype(np.float32)]

@@ -19,14 +19,14 @@ from conftest import REPO, SR, TINY_INT8, ravdess_clips, run_moodmic, speechlike
 
 pytest.importorskip("streamlit", reason="the web page needs the app extra: pip install '.[app]'")
 
-import streamlit as st  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
+import streamlit as st
+from streamlit.testing.v1 import AppTest
 
-from edge import app_core  # noqa: E402
-from edge.config import load_settings  # noqa: E402
-from edge.errors import BadAudioError  # noqa: E402
-from edge.model import EmotionModel  # noqa: E402
-from edge.predict import predict_file  # noqa: E402
+from edge import app_core
+from edge.config import load_settings
+from edge.errors import BadAudioError
+from edge.model import EmotionModel
+from edge.predict import predict_file
 
 APP = REPO / "edge" / "app.py"
 TIMEOUT = 60  # seconds for one script run (the first loads the model)

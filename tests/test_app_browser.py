@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from conftest import REPO, RAVDESS, ravdess_clips, write
+from conftest import RAVDESS, REPO, ravdess_clips, write
 
 CHROMIUM = os.environ.get("MOODMIC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",

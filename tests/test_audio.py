@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import SR, run_moodmic, speechlike, write
 from edge.audio import load_audio
 from edge.errors import EXIT_DATAERR, EXIT_NOINPUT, BadAudioError, MissingInputError
+
+from conftest import SR, run_moodmic, speechlike, write
 
 
 def dominant_hz(audio: np.ndarray, sr: int = SR) -> float:

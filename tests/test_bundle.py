@@ -8,12 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import SR, TINY_FLOAT, TINY_INT8, run_moodmic, speechlike
 from edge.bundle import META_FILE, MODEL_FILE, TensorSpec, load_bundle, write_bundle
 from edge.errors import EXIT_CONFIG, BundleError
 from edge.features import FeatureParams, Frontend, file_windows, stack
 from edge.interpreter import TFLiteModel, dequantize, quantize
 from edge.model import EmotionModel, softmax
+
+from conftest import SR, TINY_FLOAT, TINY_INT8, run_moodmic, speechlike
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import REPO, SR, TINY_FLOAT, TINY_INT8, run_moodmic, speechlike, write
 from edge import __version__
 from edge.model import EmotionModel
 from edge.predict import predict_audio, predict_file
+
+from conftest import REPO, SR, TINY_FLOAT, TINY_INT8, run_moodmic, speechlike, write
 
 
 def test_version_and_help():

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import FIXTURES, SR, speechlike
 from edge.errors import ConfigError
 from trainer.noisebank import KINDS, NoiseBank
-from trainer.rooms import (CONDITIONS, DISTANCE_RANGE_M, FAR_LEVEL_DBFS, RT60_RANGE_S, SNRS_DB, Renderer, RoomBank,
-                           reverberate)
+from trainer.rooms import CONDITIONS, DISTANCE_RANGE_M, FAR_LEVEL_DBFS, RT60_RANGE_S, SNRS_DB, Renderer, RoomBank, reverberate
+
+from conftest import FIXTURES, SR, speechlike
 
 POOL_NAMES = ("train", "validation", "evaluation")
 KEYS = [f"clip-{i}" for i in range(6)]
@@ -302,6 +302,7 @@ def test_command_end_to_end_on_a_trained_run(tmp_path, monkeypatch):
     """A tiny model that learned the synthetic emotions loses them in heavy noise; the figures say so."""
     pytest.importorskip("tensorflow", reason="the trainer needs the train extra (TensorFlow)")
     from trainer.cli import main
+
     from trainer_synth import make_corpus
 
     synth = make_corpus(tmp_path / "synth")  # 8 speakers: fold 0 of 4 tests two of them

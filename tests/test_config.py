@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import REPO, TINY_INT8, run_moodmic, speechlike, write
 from edge import config_yaml
 from edge.config import ENV_CONFIG, Settings, find_config, iter_fields, load_settings, settings_from_dict
 from edge.errors import EXIT_CONFIG, ConfigError
+
+from conftest import REPO, TINY_INT8, run_moodmic, speechlike, write
 
 
 def flatten(data, prefix=""):

@@ -12,12 +12,13 @@ import pytest
 pytest.importorskip("tensorflow", reason="the converter needs the train extra (TensorFlow)")
 pytestmark = pytest.mark.tensorflow
 
-from conftest import SR, speechlike, write  # noqa: E402
-from converter.parity import MAX_UA_DROP, MIN_AGREEMENT  # noqa: E402
-from edge.bundle import load_bundle  # noqa: E402
-from edge.errors import EXIT_CONFIG, EXIT_NOINPUT, EXIT_SOFTWARE, BundleError  # noqa: E402
-from edge.features import FeatureParams, Frontend, Window  # noqa: E402
-from edge.model import EmotionModel  # noqa: E402
+from converter.parity import MAX_UA_DROP, MIN_AGREEMENT
+from edge.bundle import load_bundle
+from edge.errors import EXIT_CONFIG, EXIT_NOINPUT, EXIT_SOFTWARE, BundleError
+from edge.features import FeatureParams, Frontend, Window
+from edge.model import EmotionModel
+
+from conftest import SR, speechlike, write
 
 MODES = ("int8", "dynamic", "float16", "float32")
 # Largest |p_keras - p_tflite| each mode may show on this model.
@@ -28,6 +29,7 @@ TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "dynamic": 3e-2, "int8": 0.1}
 def run_dir(tmp_path_factory):
     """A trained run of the seed's op mix (Conv1D, LayerNorm, BiLSTM, SeqSelfAttention) on synthetic speakers."""
     from trainer.cli import main as train
+
     from trainer_synth import make_corpus
 
     root = tmp_path_factory.mktemp("conv")
@@ -180,7 +182,7 @@ def test_representative_selection_is_stratified_and_spans_loudness():
     assert rep.shape == (31, p.n_frames, p.n_mels)
     assert np.all(rep[0] == p.floor_db)  # the silence window pins the floor
     levels = rep[1:, 0, 0]
-    for label, windows in by_label.items():
+    for windows in by_label.values():
         rms = sorted(w.rms_dbfs for w in windows)
         assert rms[0] in levels and rms[-1] in levels  # quietest and loudest of every class
     assert np.array_equal(select(by_label, fe, size=31, seed=1), rep)

@@ -15,7 +15,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corpora import prepare as P  # noqa: E402
+from corpora import prepare as P
 
 
 def tone(sr: int, seconds: float, freq: float, channels: int = 2, amp: float = 0.3) -> np.ndarray:

@@ -14,8 +14,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import (REPO, SR, TINY_FLOAT, TINY_INT8, ravdess_clips, readline_within, run_moodmic, sigterm, speechlike,
-                      start_moodmic, write)
 from edge.audio import load_audio
 from edge.config import GateSettings, Settings, SmoothingSettings
 from edge.daemon import Daemon
@@ -27,6 +25,20 @@ from edge.notify import Notifier
 from edge.schema import SILENCE
 from edge.smoothing import Smoother
 from edge.sources import FileSource, GeneratorSource
+
+from conftest import (
+    REPO,
+    SR,
+    TINY_FLOAT,
+    TINY_INT8,
+    ravdess_clips,
+    readline_within,
+    run_moodmic,
+    sigterm,
+    speechlike,
+    start_moodmic,
+    write,
+)
 
 LABELS = ("a", "b", "c")
 
@@ -113,7 +125,7 @@ def test_gate_keeps_noise_tones_and_music_from_the_model():
     p = FeatureParams()
     fe, gate = Frontend(p), Gate(GateSettings(), p)
     passed = total = 0
-    for name, signal_ in non_speech().items():
+    for signal_ in non_speech().values():
         for level in (0.03, 0.1, 0.3, 0.9):
             audio = (level * signal_ / np.max(np.abs(signal_))).astype(np.float32)
             for w in file_windows(fe, audio, 50):
@@ -268,7 +280,7 @@ def test_notify_protocol_ready_watchdog_and_no_ping_while_stalled(tmp_path, monk
     while True:
         try:
             messages.append(server.recv(4096).decode())
-        except socket.timeout:
+        except TimeoutError:
             break
     ready = next(i for i, m in enumerate(messages) if m.startswith("READY=1"))
     pings = [i for i, m in enumerate(messages) if m == "WATCHDOG=1"]

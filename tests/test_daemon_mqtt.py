@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 
+from edge.bundle import load_bundle
+
 from broker import Broker, Recorder, broker_fixture, daemon_config, start_daemon  # noqa: F401  (`broker`)
 from conftest import run_moodmic, sigterm, speech_file
-from edge.bundle import load_bundle
 
 DEVICE = "testpi"
 BASE = f"moodmic/{DEVICE}"

@@ -7,11 +7,12 @@ import json
 
 import numpy as np
 
-from conftest import run_moodmic
 from converter.parity import MAX_UA_DROP, MIN_AGREEMENT
 from edge.bundle import DEFAULT_BUNDLE, load_bundle
 from edge.model import EmotionModel
 from edge.predict import predict_file
+
+from conftest import run_moodmic
 
 
 def test_shipped_bundle_is_complete_small_and_passed_the_default_gate():

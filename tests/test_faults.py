@@ -34,15 +34,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker import Broker, broker_fixture, daemon_config, start_daemon  # noqa: F401  (the `broker` fixture)
-from conftest import REPO, SR, run_moodmic, sigterm, speech_file, wait_until
-from faults_lib import TimedRecorder, Tally, daemon_counts, render_faults, speech_audio, tally, update_section
 from edge.config import Settings
 from edge.daemon import Daemon
 from edge.errors import EXIT_CONFIG
 from edge.model import EmotionModel
 from edge.mqtt import MqttPublisher, Tuning
 from edge.sources import GeneratorSource
+
+from broker import Broker, broker_fixture, daemon_config, start_daemon  # noqa: F401  (the `broker` fixture)
+from conftest import REPO, SR, run_moodmic, sigterm, speech_file, wait_until
+from faults_lib import Tally, TimedRecorder, daemon_counts, render_faults, speech_audio, tally, update_section
 
 pytestmark = pytest.mark.faults
 
@@ -234,7 +235,7 @@ def test_broker_sigkilled_and_restarted_5_times_during_a_replay(broker, ravdess,
         queued_in_outage.append(run.pub.stats()["queued"])
         broker.start()
         back = time.monotonic()
-        assert wait_until(lambda: rec.first_new_after(BASE, back) is not None, 40), "no delivery after the restart"
+        assert wait_until(lambda back=back: rec.first_new_after(BASE, back) is not None, 40), "no delivery after the restart"
         recoveries.append(rec.first_new_after(BASE, back))
     time.sleep(1.0)  # the scenario: 1 s more of delivery after the last recovery
     st = run.finish()
@@ -304,7 +305,7 @@ def drain(server: socket.socket, into: list[tuple[float, str]]) -> list[tuple[fl
     while True:
         try:
             into.append((time.monotonic(), server.recv(4096).decode()))
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             return into
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import SR, ravdess_clips, speechlike
 from edge.audio import load_audio
 from edge.features import FeatureParams, FeatureStream, Frontend, file_windows, rms_dbfs
+
+from conftest import SR, ravdess_clips, speechlike
 
 P = FeatureParams()
 FE = Frontend(P)

@@ -12,10 +12,11 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SR, speechlike
 from edge.audio import load_audio
 from edge.errors import MoodmicError
 from edge.features import FeatureParams, FeatureStream, Frontend, file_windows
+
+from conftest import SR, speechlike
 
 BUDGET = settings(max_examples=150, derandomize=True, deadline=None,
                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -21,13 +21,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from broker import Broker, Recorder, broker_fixture, make_ca  # noqa: F401  (the `broker` fixture)
-from conftest import REPO, wait_until
 from edge import __version__
 from edge.config import MqttSettings
 from edge.errors import ConfigError
 from edge.mqtt import MqttPublisher, Tuning, device_id, read_password
 from edge.schema import SILENCE, StateMessage
+
+from broker import Broker, Recorder, broker_fixture, make_ca  # noqa: F401  (the `broker` fixture)
+from conftest import REPO, wait_until
 
 LABELS = ("angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised")
 FAST = Tuning(reconnect_min_s=0.1, reconnect_max_s=0.5, connect_timeout_s=1.0)

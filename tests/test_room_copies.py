@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from conftest import SR, speechlike
 from trainer.noisebank import KINDS
 from trainer.room_copies import POOL, RoomCopy, plan_room_copies
+
+from conftest import SR, speechlike
 
 POOL_TONES_HZ = {"train": 500.0, "validation": 3000.0, "evaluation": 5000.0}  # each pool's noise is one tone
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from soak import soak  # noqa: E402
+from soak import soak
 
 pytestmark = pytest.mark.soak  # not in the default run: -m soak
 

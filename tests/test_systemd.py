@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, run_moodmic
 from edge import __version__, cli, config_yaml, install
 from edge.config import Settings, iter_fields, settings_from_dict
+
+from conftest import REPO, run_moodmic
 
 ANALYZE = shutil.which("systemd-analyze")
 SYSUSERS = shutil.which("systemd-sysusers")

@@ -21,6 +21,7 @@ from trainer.corpus import LABELS, load_corpus, parse_ravdess_name, write_manife
 from trainer.data import build_training_data, oversample, training_items
 from trainer.progress import progress
 from trainer.splits import SplitSettings, actor_folds, make_split
+
 from trainer_synth import DUPLICATE, SR, make_corpus
 
 P = FeatureParams()
@@ -135,7 +136,8 @@ def test_real_ravdess_corpus(ravdess):
     assert c.source == "ravdess-names" and c.labels == LABELS
     assert len(c.clips) == 2036 and len(c.usable) == 2035
     (dup,) = [x for x in c.clips if x.duplicate_of]
-    assert (dup.name, dup.duplicate_of) == ("speech/Actor_07/03-01-03-01-02-02-07.flac", "speech/Actor_07/03-01-03-01-02-01-07.flac")
+    assert (dup.name, dup.duplicate_of) == ("speech/Actor_07/03-01-03-01-02-02-07.flac",
+                                            "speech/Actor_07/03-01-03-01-02-01-07.flac")
     assert len({x.speaker for x in c.usable}) == 20
     folds = actor_folds(c, 5, seed=0)
     assert sorted(a for f in folds for a in f) == [f"{i:02d}" for i in range(1, 21)]
@@ -160,7 +162,8 @@ def test_actor_split_is_speaker_independent_and_folds_partition_speakers(corpus)
         d = split.describe(corpus)
         assert d["test"]["actors"] == sorted(sides["test"]) and d["train"]["clips"] == len(split.clips(corpus, "train"))
     assert set().union(*tests) == speakers and sum(map(len, tests)) == len(speakers)
-    assert make_split(corpus, SplitSettings(folds=4, fold=1), 3).part_of == make_split(corpus, SplitSettings(folds=4, fold=1), 3).part_of
+    settings = SplitSettings(folds=4, fold=1)
+    assert make_split(corpus, settings, 3).part_of == make_split(corpus, settings, 3).part_of
     explicit = make_split(corpus, SplitSettings(test_actors=("02", "05")), 0)
     assert {c.speaker for c in explicit.clips(corpus, "test")} == {"02", "05"}
 

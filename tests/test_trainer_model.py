@@ -11,9 +11,9 @@ pytest.importorskip("tensorflow", reason="the trainer's models need the train ex
 pytest.importorskip("tf_keras", reason="the trainer's models need the train extra (tf-keras)")
 pytestmark = pytest.mark.tensorflow
 
-from edge.features import FeatureParams  # noqa: E402
-from trainer.losses import FocalLoss  # noqa: E402
-from trainer.model import ARCHS, INPUT_NORM, build_model, load_keras_model  # noqa: E402
+from edge.features import FeatureParams
+from trainer.losses import FocalLoss
+from trainer.model import ARCHS, INPUT_NORM, build_model, load_keras_model
 
 P = FeatureParams()
 

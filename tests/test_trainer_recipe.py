@@ -16,14 +16,14 @@ pytest.importorskip("tensorflow", reason="the trainer needs the train extra (Ten
 pytest.importorskip("tf_keras", reason="the trainer needs the train extra (tf-keras)")
 pytestmark = pytest.mark.tensorflow
 
-from edge.audio import load_audio  # noqa: E402
-from edge.errors import EXIT_USAGE  # noqa: E402
-from edge.features import FeatureParams, Frontend, file_windows  # noqa: E402
-from trainer.augment import AugmentSettings, augment_windows  # noqa: E402
-from trainer.calibrate import ece, fit_temperature, nll  # noqa: E402
-from trainer.losses import FocalLoss  # noqa: E402
-from trainer.model import CUSTOM_OBJECTS, build_model, load_keras_model, outputs_logits  # noqa: E402
-from trainer.settings import LEGACY_MODEL, ModelSettings, RunSettings  # noqa: E402
+from edge.audio import load_audio
+from edge.errors import EXIT_USAGE
+from edge.features import FeatureParams, Frontend, file_windows
+from trainer.augment import AugmentSettings, augment_windows
+from trainer.calibrate import ece, fit_temperature, nll
+from trainer.losses import FocalLoss
+from trainer.model import CUSTOM_OBJECTS, build_model, load_keras_model, outputs_logits
+from trainer.settings import LEGACY_MODEL, ModelSettings, RunSettings
 
 P = FeatureParams()
 FLOOR = P.floor_db
@@ -184,6 +184,7 @@ def test_final_model_on_every_clip_converts_with_its_temperature_and_parity_on_t
     from edge.model import EmotionModel, softmax
     from trainer.cli import main as train
     from trainer.rundir import read_run
+
     from trainer_synth import make_corpus
 
     corpus = make_corpus(tmp_path / "corpus", speakers=4, reps=1)
@@ -217,9 +218,10 @@ def test_cv_calibration_and_the_ensemble_of_fold_models_convert_to_one_logits_bu
     from edge.bundle import load_bundle
     from edge.model import EmotionModel, softmax
     from trainer.cli import main as train
-    from trainer.model import batched_infer
     from trainer.graphs import rebuild_model
+    from trainer.model import batched_infer
     from trainer.rundir import read_run
+
     from trainer_synth import make_corpus
 
     corpus = make_corpus(tmp_path / "corpus", speakers=6, reps=1)
@@ -265,6 +267,7 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
     from trainer.final import median_schedule
     from trainer.graphs import rebuild_model
     from trainer.rundir import read_run
+
     from trainer_synth import tiny_cvs
 
     cvs = tiny_cvs(tmp_path)
@@ -362,6 +365,7 @@ def test_members_cv_averages_runs_that_differ_only_in_init_seed_and_final_trains
 def test_refit_retrains_each_fold_on_its_validation_actors_too_for_the_epochs_they_chose(tmp_path):
     from trainer.cli import main as train
     from trainer.rundir import read_run
+
     from trainer_synth import make_corpus
 
     corpus = make_corpus(tmp_path / "corpus", speakers=6, reps=1)
@@ -449,10 +453,11 @@ def _teacher_file(path, corpus_root, sides, seed=0):
 
 
 def test_a_teacher_blends_its_probabilities_into_each_training_target_and_validation_stays_one_hot(tmp_path):
+    from trainer.cache import FeatureCache
     from trainer.corpus import LABELS
     from trainer.data import build_training_data
-    from trainer.cache import FeatureCache
     from trainer.teacher import side_key, soft_labels
+
     from trainer_synth import make_corpus
 
     root = make_corpus(tmp_path / "corpus", speakers=3, reps=1)
@@ -487,6 +492,7 @@ def test_a_teacher_run_needs_soft_labels_for_exactly_its_training_actors(tmp_pat
 
     from trainer.cli import main as train
     from trainer.rundir import read_run
+
     from trainer_synth import make_corpus
 
     root = make_corpus(tmp_path / "corpus", speakers=4, reps=1)

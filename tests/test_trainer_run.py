@@ -24,12 +24,13 @@ pytest.importorskip("tensorflow", reason="the trainer needs the train extra (Ten
 pytest.importorskip("tf_keras", reason="the trainer needs the train extra (tf-keras)")
 pytestmark = pytest.mark.tensorflow
 
-import trainer.data  # noqa: E402
-from edge.audio import load_audio  # noqa: E402
-from edge.errors import EXIT_USAGE  # noqa: E402
-from edge.features import FeatureParams, Frontend, file_windows  # noqa: E402
-from trainer.cli import main  # noqa: E402
-from trainer_synth import make_corpus, shuffled_manifest  # noqa: E402
+import trainer.data
+from edge.audio import load_audio
+from edge.errors import EXIT_USAGE
+from edge.features import FeatureParams, Frontend, file_windows
+from trainer.cli import main
+
+from trainer_synth import make_corpus, shuffled_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -146,7 +147,8 @@ def check_run_dir(run_dir: Path) -> dict[str, set[str]]:
     if split["kind"] == "actor":
         actors = {p: set(split[p]["actors"]) for p in parts}
         assert actors == speakers
-        assert not (actors["train"] & actors["val"]) and not (actors["train"] & actors["test"]) and not (actors["val"] & actors["test"])
+        assert not (actors["train"] & actors["val"]) and not (actors["train"] & actors["test"])
+        assert not (actors["val"] & actors["test"])
     # what fit() got: training items from training clips only, augmented copies and repeats in training only
     items = rows(run_dir / "fit_items.csv")
     train_items = [r for r in items if r["part"] == "train"]
@@ -190,7 +192,8 @@ def test_audit_a_real_run_directory():
 
 def test_a_killed_run_resumes_with_each_epoch_once(synth, cache, tmp_path, capsys):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "trainer.cli", "train", "--data", str(synth), "--out", str(out), *fast(cache, 8), "--patience", "8"]
+    cmd = [sys.executable, "-m", "trainer.cli", "train", "--data", str(synth), "--out", str(out), *fast(cache, 8),
+           "--patience", "8"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history = out / "history.csv"
     deadline = time.monotonic() + 240
@@ -255,8 +258,8 @@ def test_evaluate_a_run_and_a_bundle(actor_run, synth, tmp_path, capsys):
 def test_rebuilt_batch1_clone_matches_the_saved_model(actor_run):
     import numpy as np
 
-    from trainer.model import load_keras_model
     from trainer.graphs import rebuild_model
+    from trainer.model import load_keras_model
 
     run_dir, data, _ = actor_run
     clone = rebuild_model(run_dir, batch_size=1)

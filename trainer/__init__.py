@@ -4,7 +4,8 @@ Runs on a desktop with the `train` extra. Features come from edge.features only,
 trained on exactly what the device computes; whole-file scores come from edge.predict.predict_audio.
 
 Modules, in the order data flows through them: corpus (what clips exist), splits (who goes where),
-augment + cache (waveform augmentation, feature cache), teacher (soft labels for distillation), data (training windows, oversampling),
+augment + room_copies + cache (waveform augmentation, multi-condition copies, feature cache), teacher
+(soft labels for distillation), data (training windows, oversampling),
 model + losses (architectures, focal loss), train (fit, resume), evaluate (metrics), report
 (plots, model card), rundir (the run directory format), run (one run), crossval, refit, members,
 ensemble and final (runs of runs; graphs averages their models), calibrate, rescore, cli.

@@ -20,8 +20,8 @@ from edge.audio import load_audio
 from edge.features import Frontend, clip_frames
 
 from .augment import Augmentation
-from .room_copies import RoomCopy
 from .corpus import Clip
+from .room_copies import RoomCopy
 
 
 def default_cache_dir() -> Path:

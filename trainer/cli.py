@@ -27,8 +27,8 @@ from pathlib import Path
 from edge.data_path import DATA_ENV, DATA_HELP, data_dir
 from edge.errors import MoodmicError, UsageError, require_extra
 
-from .splits import KINDS
 from .settings import MONITORS, RunSettings, get_setting, settings_for_resume, with_setting
+from .splits import KINDS
 
 PROG = "moodmic-train"
 DEFAULTS = RunSettings()

@@ -18,7 +18,6 @@ conditions.json (format_version 1):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +119,8 @@ def markdown(d: dict) -> str:
               "validation pool's noise and rooms, test actors with the evaluation pool's: choose on validation, "
               "report test. UA: unweighted accuracy (mean ± sd over folds); chance 1/" + str(len(d["labels"])) + ".", "",
               "| fold | validation actors | test actors |", "|---|---|---|"]
-    lines += [f"| {f} | {', '.join(v['validation_actors']) or '—'} | {', '.join(v['test_actors'])} |" for f, v in d["folds"].items()]
+    lines += [f"| {f} | {', '.join(v['validation_actors']) or '—'} | {', '.join(v['test_actors'])} |"
+              for f, v in d["folds"].items()]
     lines += ["", f"Noise: {d['noise']['where']}", "", "| kind | " + " | ".join(
         ("train", "validation", "evaluation")) + " |", "|---|---|---|---|"]
     for kind, pools in d["noise"]["kinds"].items():
@@ -131,8 +131,8 @@ def markdown(d: dict) -> str:
         lines += ["", "Not measured (no real recordings; never substituted):", ""]
         lines += [f"- {n} on the {pool} pool: {why}" for n, by in d["not_measured"].items() for pool, why in by.items()]
     lines += ["", "## Unweighted accuracy per condition", "",
-              "| condition | val speech | val all | test speech | test song | test all | test: most called | test: clips with confidence ≥ "
-              f"{MIN_CONFIDENCE} |", "|---|---|---|---|---|---|---|---|"]
+              "| condition | val speech | val all | test speech | test song | test all | test: most called "
+              f"| test: clips with confidence ≥ {MIN_CONFIDENCE} |", "|---|---|---|---|---|---|---|---|"]
     for n in d["conditions"]:
         s = d["summary"].get(n, {})
         v, t = s.get("validation", {}), s.get("test", {})

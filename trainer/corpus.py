@@ -179,7 +179,8 @@ def _from_manifest(path: Path) -> list[Clip]:
         file = (path.parent / row["path"].strip()).resolve()
         label, speaker = row[label_col].strip(), row["speaker"].strip()
         if not file.is_file():
-            raise MissingInputError(f"manifest {path}, line {line}: {row['path']}: no such file; fix the path (relative to the manifest)")
+            raise MissingInputError(f"manifest {path}, line {line}: {row['path']}: no such file; "
+                                    "fix the path (relative to the manifest)")
         if not label or not speaker:
             raise ConfigError(f"manifest {path}, line {line}: empty label or speaker; fill them in or drop the row")
         sex = (row.get("sex") or "").strip().lower()

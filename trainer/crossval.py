@@ -69,7 +69,8 @@ def read_summary(root: Path) -> dict[str, Any]:
 def fold_stats(values: list[float]) -> dict[str, float]:
     """Mean, sample standard deviation (n - 1), min and max of one figure over folds."""
     v = np.array(values)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()), "max": float(v.max())}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max())}
 
 
 def summarize(root: Path) -> dict[str, Any]:

@@ -47,7 +47,8 @@ class FocalLoss(keras.losses.Loss):
         p = tf.clip_by_value(tf.exp(log_p), EPSILON, 1.0 - EPSILON)
         log_p_true = tf.math.log(p)  # clipped like the probability path
         if self.label_smoothing:
-            log_p_true = (1.0 - self.label_smoothing) * log_p_true + self.label_smoothing * tf.reduce_mean(log_p, axis=-1, keepdims=True)
+            uniform = tf.reduce_mean(log_p, axis=-1, keepdims=True)
+            log_p_true = (1.0 - self.label_smoothing) * log_p_true + self.label_smoothing * uniform
         return -tf.pow(1.0 - p, self.gamma) * log_p_true
 
     def get_config(self):

@@ -86,7 +86,7 @@ class NoiseBank:
                               "assign each source recording to one pool only")
 
     @classmethod
-    def from_dirs(cls, dirs: list[str | Path], sr: int) -> "NoiseBank":
+    def from_dirs(cls, dirs: list[str | Path], sr: int) -> NoiseBank:
         recordings, ignored = [], {}
         for d in dirs:
             for manifest in _manifests(Path(d)):
@@ -94,7 +94,7 @@ class NoiseBank:
         return cls(recordings, sr, ", ".join(map(str, dirs)) or "(no --noise given)", ignored=ignored)
 
     @classmethod
-    def synthetic_bank(cls, seed: int, sr: int) -> "NoiseBank":
+    def synthetic_bank(cls, seed: int, sr: int) -> NoiseBank:
         n = int(SYNTHETIC_SECONDS * sr)
         recs = [Recording(k, p, f"synthetic:{k}:{p}:{i}", f"synthetic:{k}:{p}:{i}", None, n, sr)
                 for k in KINDS for p in POOLS for i in range(SYNTHETIC_RECORDINGS)]

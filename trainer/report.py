@@ -68,7 +68,8 @@ def classification_text(parts: dict[str, tuple[list[Clip], list[FileResult]]], l
             y_true = [clips[i].label for i in idx]
             present = [label for label in labels if label in set(y_true)]
             report = classification_report(y_true, [results[i].label for i in idx], labels=present, digits=3, zero_division=0)
-            out.append(f"== {part}: {name} ({len(idx)} clips, actors {', '.join(sorted({clips[i].speaker for i in idx}))})\n{report}")
+            actors = ", ".join(sorted({clips[i].speaker for i in idx}))
+            out.append(f"== {part}: {name} ({len(idx)} clips, actors {actors})\n{report}")
     return "\n".join(out)
 
 
@@ -88,15 +89,16 @@ def model_card(run: dict) -> str:
     sides = "\n".join(
         f"- {part}: {split[part]['clips']} clips, actors {', '.join(split[part]['actors'])}" for part in ("train", "val", "test")
     )
-    kind = "speaker-independent (by actor)" if split["kind"] == "actor" else "clip-level stratified (speakers shared: NOT speaker-independent)"
+    kind = ("speaker-independent (by actor)" if split["kind"] == "actor"
+            else "clip-level stratified (speakers shared: NOT speaker-independent)")
+    t = run["training"]
     return f"""# moodmic model card: {run['name']}
 
-- Architecture `{run['arch']}`, {run['parameters']:,} parameters; labels in output order: {', '.join(run['labels'])}.
-- Input: log-mel (time {run['features']['n_frames']} x mel {run['features']['n_mels']}) from edge.features (feature version {run['features']['feature_version']}).
-- Data: {run['data']['path']} ({run['data']['source']}, {run['data']['clips']} clips).
+{_what(run)}
 - Split: {kind}, fold {split['fold']} of {split['folds']}, seed {run['seed']}.
 {sides}
-- Training: {run['training']['epochs_run']} epochs (best {run['training']['best_epoch']}, early stop: {run['training']['stopped_early']}), {run['training']['seconds_per_epoch']:.1f} s per epoch.
+- Training: {t['epochs_run']} epochs (best {t['best_epoch']}, early stop: {t['stopped_early']}), \
+{t['seconds_per_epoch']:.1f} s per epoch.
 
 ## Test ({split['test']['clips']} clips; whole files via edge.predict.predict_audio, hop {run['eval_hop_s']} s)
 
@@ -108,17 +110,26 @@ Command: `{run['command'][-1]}`
 """
 
 
+def _what(run: dict) -> str:
+    """The lines both cards open with: architecture, input, data."""
+    f, data = run["features"], run["data"]
+    return (f"- Architecture `{run['arch']}`, {run['parameters']:,} parameters; labels in output order: "
+            f"{', '.join(run['labels'])}.\n"
+            f"- Input: log-mel (time {f['n_frames']} x mel {f['n_mels']}) from edge.features "
+            f"(feature version {f['feature_version']}).\n"
+            f"- Data: {data['path']} ({data['source']}, {data['clips']} clips).")
+
+
 def _card_without_test(run: dict) -> str:
     """The card of a run trained on every clip (split `all`): what it was trained on, nothing scored."""
     split = run["split"]
+    t = run["training"]
     return f"""# moodmic model card: {run['name']}
 
-- Architecture `{run['arch']}`, {run['parameters']:,} parameters; labels in output order: {', '.join(run['labels'])}.
-- Input: log-mel (time {run['features']['n_frames']} x mel {run['features']['n_mels']}) from edge.features (feature version {run['features']['feature_version']}).
-- Data: {run['data']['path']} ({run['data']['source']}, {run['data']['clips']} clips).
+{_what(run)}
 - Split: all clips train ({split['train']['clips']} clips, actors {', '.join(split['train']['actors'])}); no validation or
   test side, so this run has no held-out figures: its recipe's cross-validation is the measure.
-- Training: {run['training']['epochs_run']} epochs (fixed, last epoch kept), {run['training']['seconds_per_epoch']:.1f} s per epoch.
+- Training: {t['epochs_run']} epochs (fixed, last epoch kept), {t['seconds_per_epoch']:.1f} s per epoch.
 
 Command: `{run['command'][-1]}`
 """

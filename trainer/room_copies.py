@@ -25,8 +25,7 @@ from functools import lru_cache
 import numpy as np
 
 from .noisebank import KINDS, NoiseBank, stable_seed
-from .rooms import (FAR_SELF_NOISE_DBFS, RENDER_VERSION, RoomBank, active_power, band_pass, loudest_window_dbfs,
-                    reverberate)
+from .rooms import FAR_SELF_NOISE_DBFS, RENDER_VERSION, RoomBank, active_power, band_pass, loudest_window_dbfs, reverberate
 
 POOL = "train"
 ROOM_P, NOISE_P, SECOND_NOISE_P, MIC_P, LEVEL_P = 0.5, 0.85, 0.3, 0.5, 0.5

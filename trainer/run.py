@@ -26,8 +26,18 @@ from .cache import FeatureCache, default_cache_dir
 from .corpus import Clip, Corpus, load_corpus, write_manifest
 from .evaluate import HEADLINE, evaluate, score, write_predictions
 from .graphs import rebuild_model  # noqa: F401  (the converter's and the bench's entry point: trainer.run.rebuild_model)
-from .rundir import COMMAND_FILE, FORMAT_VERSION, INPUT_LAYOUT, KERAS_MODEL, RUN_FILE, command, lock_run, read_run, write_json
-from .rundir import read_servable_run  # noqa: F401  (the converter reads runs with trainer.run.read_servable_run)
+from .rundir import (
+    COMMAND_FILE,
+    FORMAT_VERSION,
+    INPUT_LAYOUT,
+    KERAS_MODEL,
+    RUN_FILE,
+    command,
+    lock_run,
+    read_run,
+    read_servable_run,  # noqa: F401  (the converter reads runs with trainer.run.read_servable_run)
+    write_json,
+)
 from .settings import SETTINGS_FILE, RunSettings
 from .splits import PARTS, Split, make_split
 

@@ -74,7 +74,8 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         raise MissingInputError(f"{run_dir}: no {RUN_FILE}; give a finished run directory (or resume it with train --resume)")
     run = json.loads(path.read_text(encoding="utf-8"))
     if run.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"{path}: format_version {run.get('format_version')!r} is not {FORMAT_VERSION}; retrain or upgrade moodmic")
+        raise ConfigError(f"{path}: format_version {run.get('format_version')!r} is not {FORMAT_VERSION}; "
+                          "retrain or upgrade moodmic")
     return run
 
 

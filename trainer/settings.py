@@ -55,7 +55,7 @@ class ModelSettings:
     ensemble: int = 1  # copies of the architecture averaged inside one graph
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "ModelSettings":
+    def from_dict(cls, data: dict | None) -> ModelSettings:
         """A run's model settings; runs written before they existed had none of these additions."""
         if data is None:
             return LEGACY_MODEL
@@ -82,7 +82,7 @@ class RunSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
+    def from_dict(cls, data: dict[str, Any]) -> RunSettings:
         settings = _from_dict(cls, data)
         if "model" not in data:  # a run written before model settings existed
             settings = replace(settings, model=LEGACY_MODEL)

@@ -38,7 +38,8 @@ def soft_labels(path: Path, clips: list[Clip], labels: tuple[str, ...], song: bo
         z = np.load(path)
         names, file_labels = list(z["names"]), tuple(z["labels"])
     except (OSError, ValueError, KeyError) as e:
-        raise UsageError(f"--teacher {path}: not a teacher file ({e}); write one with research/whisper_probe.py --teacher") from None
+        raise UsageError(f"--teacher {path}: not a teacher file ({e}); "
+                         "write one with research/whisper_probe.py --teacher") from None
     if file_labels != tuple(labels):
         raise UsageError(f"--teacher {path}: its classes {', '.join(file_labels)} are not this corpus's "
                          f"{', '.join(labels)}; write it for this corpus")

@@ -174,7 +174,8 @@ def fit(model: keras.Model | None, data: TrainingData, s: FitSettings, run_dir: 
         watch = {"monitor": s.monitor, "mode": MONITORS[s.monitor]}
         early = keras.callbacks.EarlyStopping(patience=s.patience, **watch)
         reduce_lr = keras.callbacks.ReduceLROnPlateau(factor=s.lr_factor, patience=s.lr_patience, min_lr=s.min_lr, **watch)
-        best = keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINTS / "best-{epoch:03d}.keras"), save_best_only=True, **watch)
+        best = keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINTS / "best-{epoch:03d}.keras"), save_best_only=True,
+                                               **watch)
         tracked = {"early_stopping": early, "reduce_lr": reduce_lr, "best_checkpoint": best}
         validation = {"validation_data": (data.val_x, data.val_targets), "validation_batch_size": 256}
         monitor = s.monitor

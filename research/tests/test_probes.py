@@ -93,6 +93,7 @@ def test_research_architectures_build_and_clone_at_batch_1_like_the_trainers(res
 def members_cv(tmp_path_factory):
     """A members cross-validation of the `tiny` architecture on a synthetic corpus (two init seeds, 3 folds)."""
     from trainer.cli import main as train
+
     from trainer_synth import tiny_cvs
 
     tmp = tmp_path_factory.mktemp("members")
@@ -138,7 +139,8 @@ def test_test_time_options_and_the_embedding_probe_on_a_members_cross_validation
             assert row[part]["all"]["mean"] == pytest.approx(np.mean([f[part]["all"]["unweighted_accuracy"] for f in folds]))
     fused = [r for r in result["rows"] if r["w"] < 1]
     assert result["chosen_on_validation_all"]["val"]["all"]["mean"] == max(r["val"]["all"]["mean"] for r in fused)
-    assert result["refit"]["ensemble"]["all"]["mean"] == pytest.approx(np.mean([f["test"]["all"]["unweighted_accuracy"] for f in folds]))
+    expected = np.mean([f["test"]["all"]["unweighted_accuracy"] for f in folds])
+    assert result["refit"]["ensemble"]["all"]["mean"] == pytest.approx(expected)
     # features cached per clip are not taken for per-window ones
     proc = subprocess.run([sys.executable, str(RESEARCH / "embedding_probe.py"), str(out), "--out", str(probe),
                            "--windows", "0.2"], cwd=REPO, capture_output=True, text=True, timeout=600)

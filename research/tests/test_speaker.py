@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from speaker import SPEECH_FRAME_DB, LongTermSpectrum, frame_level_db, speaker_means, speech_frames
 
 
