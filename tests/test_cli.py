@@ -203,3 +203,27 @@ def test_predict_tells_nothing_there_from_speech(tmp_path):
     config.write_text("gate:\n  enabled: false\n")
     proc = run_moodmic("predict", "--config", str(config), "--model", str(TINY_INT8), str(dither))
     assert json.loads(proc.stdout)["speech_windows"] == 2
+
+
+def test_the_corpus_defaults_to_moodmic_data_else_beside_the_working_directory(tmp_path):
+    """Not beside the installed package: a non-editable install of the train extra finds the corpus
+    from where the user works (../shared/data/ravdess), or from $MOODMIC_DATA."""
+    checkout, corpus = tmp_path / "work" / "checkout", tmp_path / "work" / "shared" / "data" / "ravdess"
+    checkout.mkdir(parents=True)
+    code = "from trainer.cli import _default_data; print(_default_data())"
+
+    def default_data(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], cwd=checkout, capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), **env})
+
+    missing = default_data({})
+    assert missing.returncode != 0 and "$MOODMIC_DATA" in missing.stderr and str(corpus) in missing.stderr
+    corpus.mkdir(parents=True)
+    assert default_data({}).stdout.strip() == str(corpus)
+    elsewhere = tmp_path / "elsewhere"
+    assert default_data({"MOODMIC_DATA": str(elsewhere)}).stdout.strip() != str(elsewhere)  # must exist
+    elsewhere.mkdir()
+    assert default_data({"MOODMIC_DATA": str(elsewhere)}).stdout.strip() == str(elsewhere)
+    helptext = subprocess.run([sys.executable, "-m", "trainer.cli", "train", "--help"], cwd=checkout, capture_output=True,
+                              text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "COLUMNS": "200"}).stdout
+    assert "$MOODMIC_DATA, else ../shared/data/ravdess relative to the current directory" in " ".join(helptext.split())
