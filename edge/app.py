@@ -190,6 +190,8 @@ def show(analysis: app_core.Analysis, model: EmotionModel, settings: Settings) -
     warning = app_core.nothing_there(r, settings.gate)
     if warning:
         st.warning(warning, icon="🔇")
+    if r.uncertain:
+        st.warning(app_core.uncertain_text(r, b.abstain_below), icon="❔")
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.metric("Emotion", r.label, icon=app_core.EMOJI.get(r.label))
     c2.metric("Confidence", f"{r.to_dict()['confidence']:.0%}")  # of the JSON's value, as predict prints it

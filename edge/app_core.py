@@ -134,7 +134,7 @@ def analyse(data: bytes, name: str, model: Any, max_seconds: float | None,
             raise type(exc)(str(exc).replace(str(path), name)) from None
     with _INFERENCE_LOCK:
         result = predict_audio(audio, model.frontend, model.bundle.eval_hop_frames, model.probabilities,
-                               model.labels, name, gate)
+                               model.labels, name, gate, model.bundle.abstain_below)
     mels, _ = clip_frames(model.frontend, audio)
     image, db_range = spectrogram_image(mels, model.bundle.features.floor_db)
     return Analysis(name=name, sha256=sha256_bytes(data), size_bytes=len(data), duration_s=len(audio) / rate,
@@ -162,6 +162,13 @@ def nothing_there(result: FileResult, gate: GateSettings) -> str | None:
            if quiet else "no window sounds like a voice")
     return (f"No speech found: none of the {result.windows} windows would pass the daemon's gate ({why}). The "
             "emotion below is what the model says for silence or noise; a device would not classify it.")
+
+
+def uncertain_text(result: FileResult, abstain_below: float) -> str:
+    """Why the result is shown as uncertain: the daemon would publish `uncertain`, not this emotion."""
+    return (f"Uncertain: the top emotion's probability, {result.confidence:.0%}, is below the model's abstention "
+            f"threshold of {abstain_below:.0%} (chosen on unheard speakers in rooms and noise). A device would "
+            "say `uncertain` here rather than this emotion.")
 
 
 def spectrogram_image(mels: np.ndarray, floor_db: float) -> tuple[np.ndarray, tuple[float, float]]:

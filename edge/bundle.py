@@ -12,7 +12,9 @@ and the web page read it (`load_bundle`). Format, version 1:
     features         FeatureParams (edge.features), including feature_version
     eval_hop_s       hop of whole-file prediction in seconds (the reported numbers use it)
     input            {shape [1, n_frames, n_mels], layout "time_mel", dtype, scale, zero_point}
-    output           {shape [1, n_labels], kind "probabilities"|"logits", temperature, dtype, scale, zero_point}
+    output           {shape [1, n_labels], kind "probabilities"|"logits", temperature, dtype, scale, zero_point,
+                      abstain_below: the smoothed top probability under which the daemon says "uncertain"
+                      (chosen on validation actors in rooms and noise; 0 or absent: never)}
     tflite_sha256    hex sha256 of model.tflite
     created_utc, moodmic_version, license
     conversion       free-form: mode, parity figures (converter)
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +59,7 @@ class Bundle:
     output_kind: str
     temperature: float
     tflite_sha256: str
+    abstain_below: float = 0.0  # below this top probability a result is "uncertain" (0: never)
     info: dict[str, Any] = field(default_factory=dict, compare=False)  # created, license, conversion, training
 
     @property
@@ -74,7 +78,8 @@ class Bundle:
             "features": self.features.to_dict(),
             "eval_hop_s": self.eval_hop_s,
             "input": {**self.input.to_dict(), "layout": INPUT_LAYOUT},
-            "output": {**self.output.to_dict(), "kind": self.output_kind, "temperature": self.temperature},
+            "output": {**self.output.to_dict(), "kind": self.output_kind, "temperature": self.temperature,
+                       **({"abstain_below": self.abstain_below} if self.abstain_below else {})},
             "tflite_sha256": self.tflite_sha256,
             **self.info,
         }
@@ -126,6 +131,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
             output_kind=str(out.get("kind", "probabilities")),
             temperature=float(out.get("temperature", 1.0)),
             tflite_sha256=str(meta["tflite_sha256"]),
+            abstain_below=float(out.get("abstain_below", 0.0)),
             info={k: v for k, v in meta.items() if k not in _CORE_KEYS},
         )
     except BundleError as exc:
@@ -158,8 +164,10 @@ def _check_consistent(b: Bundle, layout: Any, where: str) -> None:
         problems.append(f"{len(b.labels)} labels but output shape {list(b.output.shape)}")
     if b.output_kind not in OUTPUT_KINDS:
         problems.append(f"output kind {b.output_kind!r} (expected one of {OUTPUT_KINDS})")
-    if b.temperature <= 0:
-        problems.append(f"temperature {b.temperature} (must be > 0)")
+    if not (math.isfinite(b.temperature) and b.temperature > 0):
+        problems.append(f"temperature {b.temperature} (must be a finite number > 0)")
+    if not (math.isfinite(b.abstain_below) and 0.0 <= b.abstain_below < 1.0):
+        problems.append(f"abstain_below {b.abstain_below} (must be a probability from 0 to below 1)")
     try:
         _ = b.eval_hop_frames  # the property checks the hop is a whole number of frames
     except ValueError as exc:
@@ -178,6 +186,7 @@ def write_bundle(
     eval_hop_s: float = 1.0,
     output_kind: str = "probabilities",
     temperature: float = 1.0,
+    abstain_below: float = 0.0,
     license: str = "",
     conversion: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
@@ -204,6 +213,7 @@ def write_bundle(
         output_kind=output_kind,
         temperature=temperature,
         tflite_sha256=hashlib.sha256(tflite).hexdigest(),
+        abstain_below=abstain_below,
         info={
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "moodmic_version": __version__,

@@ -84,6 +84,8 @@ class SmoothingSettings:
     windows: int = _opt(3, "windows averaged (mean) or the EMA's span", min=1, max=100)
     min_confidence: float = _opt(0.4, "a new label needs at least this smoothed probability", min=0.0, max=1.0)
     hysteresis: float = _opt(0.1, "and must beat the current label's probability by this margin", min=0.0, max=1.0)
+    uncertain: bool = _opt(True, "say 'uncertain' when the smoothed top probability is below the model bundle's "
+                                 "abstention threshold (false: hold the last emotion)")
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,8 @@ class Daemon:
         params = model.bundle.features
         self.stream = FeatureStream(model.frontend, decision_hop_frames(settings, params))
         self.gate = Gate(settings.gate, params)
-        self.smoother = Smoother(model.labels, settings.smoothing, settings.gate)
+        abstain = model.bundle.abstain_below if settings.smoothing.uncertain else 0.0
+        self.smoother = Smoother(model.labels, settings.smoothing, settings.gate, abstain)
         self.counters = Counters()
         self.boot_id = uuid.uuid4().hex[:12]
         self._stop = False

@@ -21,14 +21,14 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-from .schema import SILENCE
+from .schema import STATES_BEYOND_LABELS
 from .topics import Topics
 
 
 def discovery_configs(*, prefix: str, device_id: str, base: str, labels: tuple[str, ...], model_name: str,
                       qos: int) -> list[tuple[str, dict[str, Any]]]:
     """(topic, payload) of every entity of the device whose topics live under `base`."""
-    states = list(dict.fromkeys((*labels, SILENCE)))
+    states = list(dict.fromkeys((*labels, *STATES_BEYOND_LABELS)))
     topics = Topics.under(base)
     shared = {
         "availability_topic": topics.availability,

@@ -29,10 +29,11 @@ Infer = Callable[[np.ndarray], np.ndarray]  # (N, n_frames, n_mels) -> (N, n_lab
 
 def predict_audio(
     audio: np.ndarray, frontend: Frontend, hop_frames: int, infer: Infer, labels: tuple[str, ...], path: str = "",
-    gate: GateSettings | None = None,
+    gate: GateSettings | None = None, abstain_below: float = 0.0,
 ) -> FileResult:
     """Mono float32 audio at the frontend's rate -> the file's result and every window's.
-    `gate`: the settings whose gate counts `speech_windows` (default: the built-in defaults)."""
+    `gate`: the settings whose gate counts `speech_windows` (default: the built-in defaults);
+    `abstain_below`: the bundle's abstention threshold, which sets `uncertain` (never the label)."""
     windows = file_windows(frontend, audio, hop_frames)
     check = Gate(gate or GateSettings(), frontend.params).check
     probs = np.asarray(infer(stack(windows)), dtype=np.float64)
@@ -43,11 +44,11 @@ def predict_audio(
     label, confidence, named = labelled(labels, probs.mean(axis=0))
     return FileResult(path, label, confidence, named, len(windows), tuple(per_window),
                       speech_windows=sum(check(w).speech for w in windows),
-                      max_rms_dbfs=max(w.rms_dbfs for w in windows))
+                      max_rms_dbfs=max(w.rms_dbfs for w in windows), uncertain=confidence < abstain_below)
 
 
 def predict_file(model: EmotionModel, path: str | Path, max_seconds: float | None = None,
                  gate: GateSettings | None = None) -> FileResult:
     audio = load_audio(path, model.bundle.features.sample_rate, max_seconds)
     return predict_audio(audio, model.frontend, model.bundle.eval_hop_frames, model.probabilities, model.labels, str(path),
-                         gate)
+                         gate, model.bundle.abstain_below)

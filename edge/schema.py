@@ -52,6 +52,9 @@ class FileResult:
     # Is there anything to classify? The model gives near-silence or noise an emotion too ("sad 0.3"):
     speech_windows: int = 0  # how many of the windows the daemon's gate (gate.* settings) would pass
     max_rms_dbfs: float = float("nan")  # loudness of the loudest window: the file's speech level
+    # `label` is always the top emotion (every accuracy figure scores it); `uncertain` says whether its
+    # confidence is below the bundle's abstention threshold, where the daemon would say UNCERTAIN.
+    uncertain: bool = False
 
     def to_dict(self, with_windows: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -62,6 +65,7 @@ class FileResult:
             "windows": self.windows,
             "speech_windows": self.speech_windows,
             "max_rms_dbfs": round(self.max_rms_dbfs, DB_DECIMALS),
+            "uncertain": self.uncertain,
         }
         if with_windows:
             out["per_window"] = [w.to_dict() for w in self.per_window]
@@ -75,6 +79,10 @@ def labelled(labels: tuple[str, ...], probabilities) -> tuple[str, float, dict[s
 
 
 SILENCE = "silence"  # the daemon's state when windows are gated: not a model label, probabilities null
+# The daemon's state when the smoothed top probability is below the bundle's abstention threshold:
+# not a model label; confidence is that top probability, probabilities are the smoothed ones.
+UNCERTAIN = "uncertain"
+STATES_BEYOND_LABELS = (SILENCE, UNCERTAIN)  # what a subscriber may see besides the model's labels
 
 
 def utc_iso(timestamp: float) -> str:
@@ -88,8 +96,8 @@ def utc_iso(timestamp: float) -> str:
 class StateMessage:
     """The smoothed state the daemon publishes (MQTT `state`, retained; stdout with --mqtt off)."""
 
-    label: str  # a model label, or SILENCE
-    confidence: float | None  # smoothed probability of `label`; None for SILENCE
+    label: str  # a model label, SILENCE or UNCERTAIN
+    confidence: float | None  # smoothed probability of `label` (UNCERTAIN: of the top label); None for SILENCE
     probabilities: dict[str, float] | None  # smoothed, every label; None for SILENCE
     seq: int  # numbers published state messages, from 1 at every start
     boot_id: str  # random per process start: seq restarts with it

@@ -4,6 +4,9 @@ Window probabilities are smoothed (EMA or moving mean over N windows). The state
 label only when its smoothed probability reaches `min_confidence` and beats the current label's by
 `hysteresis`, so one odd window does not flip the state. After `silence_after` gated windows in a
 row the state is SILENCE and the smoothing starts afresh (the next speaker is a new utterance).
+When the smoothed top probability is below `abstain_below` (the model bundle's abstention threshold,
+chosen on validation actors in rooms and noise) the state is UNCERTAIN instead of the last emotion
+held: an automation never acts on a guess the model itself rates below its measured reliability.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from collections import deque
 import numpy as np
 
 from .config import GateSettings, SmoothingSettings
-from .schema import SILENCE, named_probabilities
+from .schema import SILENCE, UNCERTAIN, named_probabilities
 
 
 class Smoother:
-    def __init__(self, labels: tuple[str, ...], smoothing: SmoothingSettings, gate: GateSettings):
+    def __init__(self, labels: tuple[str, ...], smoothing: SmoothingSettings, gate: GateSettings,
+                 abstain_below: float = 0.0):
         self.labels = labels
         self.s = smoothing
+        self.abstain_below = abstain_below
         self.silence_after = gate.silence_after
         self._window: deque[np.ndarray] = deque(maxlen=smoothing.windows)
         self._ema: np.ndarray | None = None
@@ -46,10 +51,14 @@ class Smoother:
         p = self._smooth(np.asarray(probs, np.float64))
         self.smoothed = p
         best = int(np.argmax(p))
+        if p[best] < self.abstain_below:
+            changed = self.label != UNCERTAIN
+            self.label = UNCERTAIN
+            return changed
         if p[best] < self.s.min_confidence:
             return False
         candidate = self.labels[best]
-        if self.label in (None, SILENCE):
+        if self.label in (None, SILENCE, UNCERTAIN):
             self.label = candidate
             return True
         if candidate != self.label and p[best] - p[self.labels.index(self.label)] >= self.s.hysteresis:
@@ -70,6 +79,8 @@ class Smoother:
     def confidence(self) -> float | None:
         if self.label in (None, SILENCE) or self.smoothed is None:
             return None
+        if self.label == UNCERTAIN:
+            return float(np.max(self.smoothed))
         return float(self.smoothed[self.labels.index(self.label)])
 
     def probabilities(self) -> dict[str, float] | None:

@@ -78,6 +78,9 @@ def test_hash_mismatch(bundle_copy):
     (lambda m: m["input"].update(layout="mel_time"), "input layout 'mel_time'"),
     (lambda m: m.update(eval_hop_s=0.33), "eval_hop_s"),
     (lambda m: m["output"].update(kind="scores"), "output kind 'scores'"),
+    (lambda m: m["output"].update(temperature=float("nan")), "temperature nan"),
+    (lambda m: m["output"].update(abstain_below=1.5), "abstain_below 1.5"),
+    (lambda m: m["output"].update(abstain_below=float("nan")), "abstain_below nan"),
     (lambda m: m.pop("tflite_sha256"), "lacks or mangles"),
 ])
 def test_bad_metadata_is_refused_with_a_reason(bundle_copy, change, message):

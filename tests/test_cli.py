@@ -36,7 +36,8 @@ def test_predict_prints_one_json_line_per_file_in_the_result_schema(tmp_path):
     assert [r["path"] for r in lines] == [str(a), str(b)]
     labels = list(EmotionModel.load(TINY_INT8).labels)
     for r in lines:
-        assert list(r) == ["path", "label", "confidence", "probabilities", "windows", "speech_windows", "max_rms_dbfs"]
+        assert list(r) == ["path", "label", "confidence", "probabilities", "windows", "speech_windows", "max_rms_dbfs",
+                           "uncertain"]
         assert list(r["probabilities"]) == labels
         assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
         assert r["confidence"] == r["probabilities"][r["label"]]

@@ -22,7 +22,7 @@ from edge.features import FeatureParams, Frontend, file_windows
 from edge.gate import Gate
 from edge.model import EmotionModel
 from edge.notify import Notifier
-from edge.schema import SILENCE
+from edge.schema import SILENCE, UNCERTAIN
 from edge.smoothing import Smoother
 from edge.sources import FileSource, GeneratorSource
 
@@ -81,6 +81,47 @@ def test_smoother_needs_confidence_and_hysteresis_to_change():
     assert not sm.gated() and sm.gated() and sm.label == SILENCE  # silence after 2 gated windows
     assert sm.probabilities() is None and sm.confidence is None
     assert sm.inferred(np.array([0.1, 0.1, 0.8])) and sm.label == "c"  # fresh start after silence
+
+
+def test_smoother_says_uncertain_below_the_abstention_threshold_instead_of_holding():
+    sm = Smoother(LABELS, SmoothingSettings(method="mean", windows=1, min_confidence=0.4, hysteresis=0.1),
+                  GateSettings(silence_after=2), abstain_below=0.5)
+    assert sm.inferred(np.array([0.7, 0.2, 0.1])) and sm.label == "a"
+    assert sm.inferred(np.array([0.45, 0.35, 0.2])) and sm.label == UNCERTAIN  # held "a" without a threshold
+    assert sm.confidence == pytest.approx(0.45) and sm.probabilities() == {"a": 0.45, "b": 0.35, "c": 0.2}
+    assert not sm.inferred(np.array([0.3, 0.4, 0.3]))  # still uncertain: no change, no new state
+    assert sm.inferred(np.array([0.1, 0.8, 0.1])) and sm.label == "b"  # sure again: straight to the emotion
+    assert not sm.gated() and sm.gated() and sm.label == SILENCE
+    holding = Smoother(LABELS, SmoothingSettings(method="mean", windows=1, min_confidence=0.4), GateSettings())
+    assert holding.inferred(np.array([0.7, 0.2, 0.1])) and not holding.inferred(np.array([0.45, 0.35, 0.2]))
+    assert holding.label == "a"  # no threshold (0): the last emotion is held, as before
+
+
+def test_a_bundles_abstention_threshold_reaches_predict_and_the_daemon(tmp_path):
+    """The bundle's threshold marks predict's result uncertain (the label stays the top emotion) and makes
+    the daemon publish `uncertain`; smoothing.uncertain: false keeps the old holding behaviour."""
+    from edge.bundle import META_FILE
+
+    unsure = tmp_path / "unsure"
+    shutil.copytree(TINY_INT8, unsure)
+    meta = json.loads((unsure / META_FILE).read_text())
+    meta["output"]["abstain_below"] = 0.999  # the tiny model is never that sure
+    (unsure / META_FILE).write_text(json.dumps(meta))
+    wav = write(tmp_path / "s.wav", speechlike(6.0, seed=3))
+    plain, marked = (json.loads(run_moodmic("predict", "--model", str(m), str(wav)).stdout) for m in (TINY_INT8, unsure))
+    assert plain["uncertain"] is False and marked["uncertain"] is True
+    assert marked["label"] == plain["label"] and marked["confidence"] == plain["confidence"]
+    cfg = tmp_path / "c.yaml"
+
+    def states(uncertain: bool) -> list[str]:
+        cfg.write_text(f"gate:\n  enabled: false\nsmoothing:\n  min_confidence: 0.0\n  uncertain: {str(uncertain).lower()}\n")
+        out = run_moodmic("run", "--config", str(cfg), "--model", str(unsure), "--source", f"file:{wav}", "--fast",
+                          "--mqtt", "off")
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line)["label"] for line in out.stdout.splitlines()]
+
+    assert set(states(True)) == {UNCERTAIN}
+    assert UNCERTAIN not in states(False)
 
 
 def test_ema_and_mean_smoothing():

@@ -25,7 +25,7 @@ from edge import __version__
 from edge.config import MqttSettings
 from edge.errors import ConfigError
 from edge.mqtt import MqttPublisher, Tuning, device_id, read_password
-from edge.schema import SILENCE, StateMessage
+from edge.schema import SILENCE, UNCERTAIN, StateMessage
 
 from broker import Broker, Recorder, broker_fixture, make_ca  # noqa: F401  (the `broker` fixture)
 from conftest import REPO, wait_until
@@ -185,7 +185,7 @@ def test_discovery_payloads_topics_and_resend_on_ha_online(broker: Broker, make_
     configs = discovery(rec)
     assert set(configs) == {"homeassistant/sensor/test/emotion/config", "homeassistant/sensor/test/confidence/config",
                             "homeassistant/event/test/emotion_change/config"}
-    options = [*LABELS, SILENCE]
+    options = [*LABELS, SILENCE, UNCERTAIN]
     for topic, c in configs.items():
         component = topic.split("/")[1]
         for key in ("name", "unique_id", "default_entity_id", "state_topic", "availability_topic", "device", "origin"):
@@ -238,6 +238,8 @@ def test_discovery_templates_render_as_home_assistant_would() -> None:
     assert render("emotion", state(2, SILENCE)) == SILENCE
     assert render("confidence", state(1, "sad")) == "65.0"
     assert render("confidence", state(2, SILENCE)) == "None"  # HA's PAYLOAD_NONE: state unknown
+    assert render("emotion", state(3, UNCERTAIN)) == UNCERTAIN  # an enum option, with its top probability
+    assert render("confidence", state(3, UNCERTAIN)) == "65.0"
 
 
 # -- credentials and TLS ------------------------------------------------------------------------------
