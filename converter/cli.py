@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-side", choices=("val", "train"), default="val",
                    help="clips the parity gate runs on: the validation side (default) or, for a run trained on "
                         "every clip, the training side")
+    p.add_argument("--abstain", type=Path,
+                   help="abstain.json of moodmic-train abstain: its threshold goes into the bundle (output.abstain_below)")
     p.add_argument("--calibration", type=Path,
                    help="calibration.json of moodmic-train calibrate: its temperature goes into a logits bundle")
     return p
@@ -59,9 +61,11 @@ def convert_run(args: argparse.Namespace) -> tuple[list[parity.Parity], list[Con
     from edge.bundle import write_bundle
     from edge.features import Frontend
     from edge.interpreter import TFLiteModel
+    from trainer.abstain import read_abstain
 
     run = load_run(args.run_dir, args.data, args.parity_side)
     calibration = _calibration(args.calibration, run.outputs_logits)
+    abstain = read_abstain(args.abstain) if args.abstain else None
     frontend = Frontend(run.features)
     hop = run.features.hop_frames(run.eval_hop_s)
     modes = args.mode or [DEFAULT_MODE]
@@ -100,10 +104,12 @@ def convert_run(args: argparse.Namespace) -> tuple[list[parity.Parity], list[Con
             eval_hop_s=run.eval_hop_s, license=LICENSE,
             output_kind="logits" if run.outputs_logits else "probabilities",
             temperature=calibration["temperature"] if calibration else 1.0,
+            abstain_below=float(abstain["abstain_below"]) if abstain else 0.0,
             conversion={"mode": mode, "ops": sorted(set(ops)), "parity": figures.to_dict(),
                         "parity_side": {"val": "validation clips of the run", "train": "training clips of the run (it has "
                                         "no validation side): agreement with Keras, not held-out accuracy"}[args.parity_side],
                         "calibration": calibration or {},
+                        "abstain": {k: abstain[k] for k in ("abstain_below", "rule", "source")} if abstain else {},
                         "representative": {"windows": 0 if rep is None else len(rep), "seed": args.rep_seed,
                                            "source": str(args.rep_dir) if args.rep_dir else "training split"},
                         "gate": {"min_agreement": args.min_agreement, "max_ua_drop": args.max_ua_drop}},

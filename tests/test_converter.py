@@ -100,6 +100,19 @@ def test_converted_bundle_serves_predict(converted, tmp_path):
     assert json.loads(proc.stdout)["windows"] == 2
 
 
+def test_abstention_threshold_goes_into_the_bundle(run_dir, tmp_path, capsys):
+    from converter.cli import main as convert
+
+    abstain = tmp_path / "abstain.json"
+    abstain.write_text(json.dumps({"abstain_below": 0.42, "rule": "a rule", "source": "somewhere"}))
+    assert convert([str(run_dir), "--out", str(tmp_path / "b"), "--mode", "dynamic", "--abstain", str(abstain)]) == 0
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.abstain_below == 0.42 and bundle.info["conversion"]["abstain"]["rule"] == "a rule"
+    abstain.write_text(json.dumps({"abstain_below": None}))  # abstain found no threshold: nothing to convert with
+    assert convert([str(run_dir), "--out", str(tmp_path / "c"), "--mode", "dynamic", "--abstain", str(abstain)]) == EXIT_CONFIG
+    assert "--abstain" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
 def test_parity_gate_refuses_and_writes_nothing(run_dir, tmp_path, capsys):
     from converter.cli import main as convert
 

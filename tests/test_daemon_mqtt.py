@@ -72,8 +72,8 @@ def test_a_real_recording_yields_every_topic_of_the_contract(broker, ravdess, tm
             if key in c:  # every topic HA is told about really receives messages
                 assert rec.on(c[key]), f"{topic}: nothing arrived on its {key} {c[key]}"
     emotion = configs[f"homeassistant/sensor/{DEVICE}/emotion/config"]
-    assert emotion["device_class"] == "enum" and emotion["options"] == [*labels, "silence"]
-    assert configs[f"homeassistant/event/{DEVICE}/emotion_change/config"]["event_types"] == [*labels, "silence"]
+    assert emotion["device_class"] == "enum" and emotion["options"] == [*labels, "silence", "uncertain"]
+    assert configs[f"homeassistant/event/{DEVICE}/emotion_change/config"]["event_types"] == [*labels, "silence", "uncertain"]
     rec.stop()
     late = Recorder(broker, [f"{BASE}/#"], client_id="late", clean_session=True).start()
     assert late.wait_for(lambda m: any(x.topic == f"{BASE}/state" and x.retain for x in m), 5)

@@ -6,6 +6,7 @@
     moodmic-train evaluate RUN_OR_BUNDLE [--data DIR] [--out DIR]
     moodmic-train calibrate CV_DIR               temperature from the CV's validation actors (logits models)
     moodmic-train conditions RUN_OR_CV_DIR --noise DIR [--out OUT]   validation and test actors in rooms and noise
+    moodmic-train abstain CONDITIONS_DIR          the threshold under which a device says "uncertain"
     moodmic-train ensemble CV_DIR --out RUN      the CV's fold models averaged in one model (a run to convert)
     moodmic-train members CV_DIR CV_DIR ... --out DIR   a CV of ensembles: cv runs differing in --init-seed, per fold
     moodmic-train refit CV_DIR --out DIR [--fold K]   each fold retrained on all its non-test actors, as final trains
@@ -145,6 +146,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="seeded stand-in noise instead of recordings, labelled synthetic (tests and dry runs)")
     p.add_argument("--bundles", metavar="DIR", help="score converted bundles DIR/fold-K[/bundle] instead of the Keras models")
     p.add_argument("--jobs", metavar="N", type=int, default=1, help="worker processes, at most one per core (default 1)")
+    p = sub.add_parser("abstain", help="the abstention threshold, chosen on the validation actors in rooms and noise")
+    p.add_argument("conditions_dir", metavar="CONDITIONS_DIR", help="an output folder of moodmic-train conditions")
+    p.add_argument("--condition", default="room", help="the condition whose wrong share is bounded (default room)")
+    p.add_argument("--max-wrong", type=float, default=1 / 3,
+                   help="most wrong share of the covered validation speech clips in that condition (default 1/3)")
     p = sub.add_parser("ensemble", help="the fold models of a cross-validation averaged in one model (a run directory)")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv --out folder")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory to write (moodmic-convert reads it)")
@@ -203,6 +209,11 @@ def run(argv: list[str] | None = None) -> None:
         measure_conditions(args.target, args.noise, args.out, data=args.data, conditions=args.conditions,
                            clips_per_actor=args.clips_per_actor, seed=args.seed, synthetic_noise=args.synthetic_noise,
                            bundles=args.bundles, jobs=args.jobs, argv=argv)
+        return
+    if args.command == "abstain":
+        from .abstain import choose
+
+        choose(args.conditions_dir, args.condition, args.max_wrong)
         return
     if args.command == "ensemble":
         from .ensemble import ensemble_run

@@ -1,0 +1,61 @@
+"""The abstention threshold (trainer.abstain): chosen on validation actors by its rule, test only reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.errors import ConfigError, UsageError
+from trainer.abstain import ABSTAIN_FILE, choose, coverage, read_abstain
+
+LABELS = ["a", "b", "c"]
+
+
+def clips(confidences: list[float], right: list[bool], channel: str = "speech") -> list[dict]:
+    return [{"clip": f"{i}.flac", "channel": channel, "label": "a", "predicted": "a" if ok else "b", "confidence": c}
+            for i, (c, ok) in enumerate(zip(confidences, right))]
+
+
+def write(root: Path, fold: str, part: str, condition: str, rows: list[dict]) -> None:
+    path = root / "cache" / fold / part / f"{condition}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"condition": condition, "part": part, "fold": fold, "labels": LABELS, "clips": rows}))
+
+
+def test_coverage_and_wrong_share():
+    rows = clips([0.9, 0.8, 0.5, 0.3], [True, False, True, False])
+    assert coverage(rows, 0.0) == (1.0, 0.5)
+    assert coverage(rows, 0.6) == (0.5, 0.5)
+    assert coverage(rows, 0.85) == (0.25, 0.0)
+    assert coverage(rows, 0.95) == (0.0, None)
+
+
+def test_the_smallest_threshold_meeting_the_rule_on_validation_and_test_only_reported(tmp_path):
+    # validation room: wrong answers are the unsure ones; from 0.56 (just above 0.55) 1 wrong in 3 is covered
+    room = clips([0.9, 0.7, 0.65, 0.55, 0.5, 0.4], [True, True, False, False, False, False])
+    write(tmp_path, "fold-0", "validation", "room", room)
+    write(tmp_path, "fold-0", "validation", "clean", clips([0.9, 0.8, 0.7, 0.3], [True, True, True, False]))
+    write(tmp_path, "fold-0", "validation", "room", room + clips([0.99], [False], channel="song"))  # song ignored
+    write(tmp_path, "fold-0", "test", "room", clips([0.95, 0.62], [False, False]))
+    result = choose(tmp_path, "room", 1 / 3)
+    assert result["abstain_below"] == pytest.approx(0.56)
+    assert result["validation"]["room"] == {"clips": 6, "coverage": 0.5, "wrong": 0.3333}
+    assert result["validation"]["clean"]["coverage"] == 0.75
+    assert result["test (reported only)"]["room"] == {"clips": 2, "coverage": 1.0, "wrong": 1.0}
+    assert json.loads((tmp_path / ABSTAIN_FILE).read_text())["abstain_below"] == result["abstain_below"]
+    # the test actors never move the threshold
+    write(tmp_path, "fold-0", "test", "room", clips(list(np.linspace(0.1, 0.99, 20)), [True] * 20))
+    assert choose(tmp_path, "room", 1 / 3)["abstain_below"] == result["abstain_below"]
+    assert read_abstain(tmp_path / ABSTAIN_FILE)["abstain_below"] == pytest.approx(0.56)
+
+
+def test_no_threshold_when_the_rule_cannot_be_met_and_clear_errors(tmp_path):
+    write(tmp_path, "fold-0", "validation", "room", clips([0.9, 0.8], [False, False]))
+    assert choose(tmp_path)["abstain_below"] is None
+    with pytest.raises(ConfigError, match="--abstain"):
+        read_abstain(tmp_path / ABSTAIN_FILE)  # nothing to put in a bundle
+    with pytest.raises(UsageError, match="no validation results for condition 'reverb'"):
+        choose(tmp_path, "reverb")
