@@ -71,7 +71,8 @@ class GateSettings:
     """Which windows are classified at all."""
 
     enabled: bool = _opt(True, "skip windows without speech instead of classifying them")
-    min_rms_dbfs: float = _opt(-55.0, "windows quieter than this (dBFS) are not classified", min=-120.0, max=0.0)
+    # -75, not -55: a far talker on a cheap microphone reads -70..-55 dBFS (research/gate_in_rooms.py)
+    min_rms_dbfs: float = _opt(-75.0, "windows quieter than this (dBFS) are not classified", min=-120.0, max=0.0)
     vad: bool = _opt(True, "also require voice activity, so music or a vacuum cleaner is not given an emotion")
     silence_after: int = _opt(3, "consecutive gated windows after which the state becomes 'silence'", min=1, max=3600)
 

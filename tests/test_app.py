@@ -23,7 +23,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from edge import app_core
-from edge.config import load_settings
+from edge.config import GateSettings, load_settings
 from edge.errors import BadAudioError
 from edge.model import EmotionModel
 from edge.predict import predict_file
@@ -219,7 +219,7 @@ def test_the_page_tells_nothing_there_from_speech(tmp_path, model):
     assert result["speech_windows"] == 0 and result["max_rms_dbfs"] < -85
     assert result == {**cli_predict(dither)[0][str(dither)], "path": "dither.wav"}  # as predict says
     assert len(at.warning) == 1 and at.warning[0].value.startswith("No speech found: none of the")
-    assert "under the gate's -55 dBFS" in at.warning[0].value
+    assert f"under the gate's {GateSettings().min_rms_dbfs:g} dBFS" in at.warning[0].value
     assert any(" · 0 with speech (the daemon's gate) · loudest window " in c.value for c in at.main.caption)
     sample = REPO / "edge" / "samples" / "speech.flac"  # real speech: every window passes, no warning
     at = upload(at, "speech.flac", sample.read_bytes())
