@@ -237,6 +237,11 @@ class Daemon:
             _LOG.info("state: %s%s at %s", msg.label, conf, msg.window_end)
             self._status(f"{msg.label}{conf}; {c.consumed} windows")
 
+    @property
+    def audio_t0(self) -> float | None:
+        """Wall-clock time of the stream's first sample: a state's window_end minus it is its stream offset."""
+        return self._audio_t0
+
     def _publish_state(self) -> StateMessage:
         w = self._last_window
         assert w is not None and self._audio_t0 is not None and self.smoother.label is not None

@@ -7,6 +7,7 @@
     moodmic-train calibrate CV_DIR               temperature from the CV's validation actors (logits models)
     moodmic-train conditions RUN_OR_CV_DIR --noise DIR [--out OUT]   validation and test actors in rooms and noise
     moodmic-train abstain CONDITIONS_DIR          the threshold under which a device says "uncertain"
+    moodmic-train replay CV_DIR --bundles DIR --noise DIR   what the daemon publishes in rooms: coverage, wrong
     moodmic-train ensemble CV_DIR --out RUN      the CV's fold models averaged in one model (a run to convert)
     moodmic-train members CV_DIR CV_DIR ... --out DIR   a CV of ensembles: cv runs differing in --init-seed, per fold
     moodmic-train refit CV_DIR --out DIR [--fold K]   each fold retrained on all its non-test actors, as final trains
@@ -146,6 +147,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="seeded stand-in noise instead of recordings, labelled synthetic (tests and dry runs)")
     p.add_argument("--bundles", metavar="DIR", help="score converted bundles DIR/fold-K[/bundle] instead of the Keras models")
     p.add_argument("--jobs", metavar="N", type=int, default=1, help="worker processes, at most one per core (default 1)")
+    p = sub.add_parser("replay", help="test actors in rooms through the daemon: coverage and wrong share of published time")
+    p.add_argument("target", metavar="CV_DIR", help="a cv, refit or members folder of fold-K runs (or one run)")
+    p.add_argument("--bundles", metavar="DIR", required=True, help="the folds converted: DIR/fold-K[/bundle]")
+    p.add_argument("--noise", metavar="NOISE_DIR", action="append", default=[], help="noise recordings (as conditions)")
+    p.add_argument("--conditions", metavar="NAMES", help="comma-separated names or patterns (default: a room's main ones)")
+    p.add_argument("--out", metavar="DIR", help="where replay.json and replay.md go (default CV_DIR/replay)")
     p = sub.add_parser("abstain", help="the abstention threshold, chosen on the validation actors in rooms and noise")
     p.add_argument("conditions_dir", metavar="CONDITIONS_DIR", help="an output folder of moodmic-train conditions")
     p.add_argument("--condition", default="room", help="the condition whose wrong share is bounded (default room)")
@@ -209,6 +216,11 @@ def run(argv: list[str] | None = None) -> None:
         measure_conditions(args.target, args.noise, args.out, data=args.data, conditions=args.conditions,
                            clips_per_actor=args.clips_per_actor, seed=args.seed, synthetic_noise=args.synthetic_noise,
                            bundles=args.bundles, jobs=args.jobs, argv=argv)
+        return
+    if args.command == "replay":
+        from .replay import measure_replays
+
+        measure_replays(args.target, args.bundles, args.noise, args.out, args.conditions)
         return
     if args.command == "abstain":
         from .abstain import choose

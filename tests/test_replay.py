@@ -1,0 +1,50 @@
+"""Daemon replays (trainer.replay): runs of one emotion, time-weighted coverage and wrong share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from edge.config import GateSettings, Settings, SmoothingSettings
+from trainer.replay import RUN_CLIPS, build_replay, replay_fold, score_states
+
+from conftest import SR, TINY_INT8, speechlike
+
+
+@dataclass(frozen=True)
+class FakeClip:  # what build_replay reads of a trainer Clip
+    name: str
+    speaker: str
+    label: str
+
+
+def test_coverage_and_wrong_are_time_weighted_and_only_emotions_count():
+    truth = [(0.0, 10.0, "a"), (10.0, 20.0, "b")]
+    states = [(2.0, "a"), (12.0, "silence"), (15.0, "b")]
+    r = score_states(states, truth, ("a", "b"))
+    assert r["coverage"] == pytest.approx(15 / 20, abs=1e-4)  # "a" from 2 to 12 s, "b" from 15 to 20 s
+    assert r["wrong"] == pytest.approx(2 / 15, abs=1e-4)  # "a" while "b" was spoken, 10-12 s
+    assert score_states([(1.0, "uncertain")], truth, ("a", "b")) == {"seconds": 20.0, "coverage": 0.0, "wrong": None}
+
+
+def test_runs_are_one_actor_and_one_emotion_and_their_order_is_seeded():
+    clips = [FakeClip(f"{actor}-{label}-{i}", actor, label) for actor in ("01", "02") for label in ("a", "b")
+             for i in range(RUN_CLIPS + 2)]  # two clips over a run each: left out
+    audio, truth = build_replay(clips, lambda c: np.full(SR, 0.1, np.float32), seed=0, rate=SR)
+    assert len(truth) == 4 * RUN_CLIPS and len(audio) == 4 * RUN_CLIPS * SR
+    runs = [truth[i : i + RUN_CLIPS] for i in range(0, len(truth), RUN_CLIPS)]
+    assert all(len({t[2] for t in run}) == 1 for run in runs)
+    assert build_replay(clips, lambda c: np.zeros(SR, np.float32), seed=0, rate=SR)[1] == truth
+
+
+def test_a_replay_through_the_daemon_maps_states_to_stream_time():
+    audio = np.concatenate([speechlike(8.0, seed=s) for s in range(3)]).astype(np.float32)
+    truth = [(0.0, 8.0, "neutral"), (8.0, 16.0, "happy"), (16.0, 24.0, "neutral")]
+    # synthetic "speech" is no voice to the gate, and the tiny model is never sure
+    settings = Settings(gate=GateSettings(enabled=False), smoothing=SmoothingSettings(min_confidence=0.0))
+    r = replay_fold(TINY_INT8, audio, truth, settings)
+    assert r["states"] >= 1 and r["seconds"] == 24.0
+    assert 0.0 < r["coverage"] <= 1.0 - 2.5 / 24  # nothing is published before the first full window
+    assert r["wrong"] is not None and 0.0 <= r["wrong"] <= 1.0

@@ -1,0 +1,175 @@
+"""What a device publishes in a room: long replays through the daemon, coverage and wrong time.
+
+    moodmic-train replay CV_DIR --bundles DIR --noise NOISE_DIR [--conditions clean,room,...] [--out OUT]
+
+For each fold, its test actors' spoken clips are rendered under the evaluation pool's conditions
+(trainer.rooms, the renderings `moodmic-train conditions` scores), grouped in runs of RUN_CLIPS clips of
+one actor and one emotion (a person in one mood for half a minute), the runs shuffled (seeded) and
+joined into one recording per fold and condition. That recording goes through the daemon as a device
+runs it (edge.daemon.Daemon: gate on, smoothing, the bundle's abstention threshold; a file source at
+full speed), with the fold's converted bundle (`DIR/fold-K[/bundle]`). Every state the daemon publishes
+holds from its window's end until the next state, and the truth is the emotion of the clip playing:
+
+- coverage: the share of the recording's time during which an emotion is published (not silence,
+  uncertain or nothing yet);
+- wrong: of that time, the share during which the published emotion is not the one being spoken.
+
+Results: OUT/replay.json and OUT/replay.md (mean +- sd over folds per condition); OUT defaults to
+CV_DIR/replay. Test actors and the evaluation pool only: this is a report, never a choice.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.audio import load_audio
+from edge.config import Settings
+from edge.daemon import Daemon
+from edge.model import EmotionModel
+from edge.schema import StateMessage
+from edge.sources import GeneratorSource
+
+from .conditions import bundle_dir, find_folds, fold_clips, pick_conditions
+from .noisebank import NoiseBank, stable_seed
+from .rooms import CONDITIONS, Renderer, RoomBank
+
+RUN_CLIPS = 5  # clips of one actor and emotion in a row
+POOL = "evaluation"
+
+
+class _Recorder:
+    """A publisher that keeps every state message (what a subscriber would see)."""
+
+    def __init__(self) -> None:
+        self.states: list[StateMessage] = []
+
+    def start(self) -> None:
+        pass
+
+    def publish_state(self, msg: StateMessage) -> None:
+        self.states.append(msg)
+
+    def publish_event(self, payload: dict) -> None:
+        pass
+
+    def publish_health(self, payload: dict) -> None:
+        pass
+
+    def wait_connected(self, timeout: float) -> bool:
+        return True
+
+    def check(self) -> None:
+        pass
+
+    def stats(self) -> dict:
+        return {}
+
+    def close(self, timeout: float = 0.0) -> None:
+        pass
+
+
+def build_replay(clips: list, render, seed: int, rate: int) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """(audio, [(start_s, end_s, emotion)]) of runs of RUN_CLIPS clips of one actor and emotion, shuffled."""
+    groups: dict[tuple[str, str], list] = {}
+    for c in sorted(clips, key=lambda c: c.name):
+        groups.setdefault((c.speaker, c.label), []).append(c)
+    runs = [g[i : i + RUN_CLIPS] for g in groups.values() for i in range(0, len(g) - RUN_CLIPS + 1, RUN_CLIPS)]
+    order = np.random.default_rng(stable_seed(seed, "replay-order")).permutation(len(runs))
+    parts, truth, t = [], [], 0.0
+    for i in order:
+        for c in runs[i]:
+            x = render(c)
+            parts.append(x)
+            truth.append((t, t + len(x) / rate, c.label))
+            t += len(x) / rate
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), truth
+
+
+def score_states(states: list[tuple[float, str]], truth: list[tuple[float, float, str]], labels: tuple[str, ...]) -> dict:
+    """Time-weighted coverage and wrong share: each (time_s, label) holds until the next one."""
+    total = truth[-1][1] if truth else 0.0
+    covered = wrong = 0.0
+    for k, (start, label) in enumerate(states):
+        end = states[k + 1][0] if k + 1 < len(states) else total
+        if label not in labels or end <= start:
+            continue
+        for t0, t1, emotion in truth:
+            overlap = max(0.0, min(end, t1) - max(start, t0))
+            covered += overlap
+            wrong += overlap if emotion != label else 0.0
+    return {"seconds": round(total, 1), "coverage": round(covered / total, 4) if total else 0.0,
+            "wrong": round(wrong / covered, 4) if covered else None}
+
+
+def replay_fold(bundle: Path, audio: np.ndarray, truth: list, settings: Settings) -> dict:
+    model = EmotionModel.load(bundle)
+    recorder = _Recorder()
+    rate = model.bundle.features.sample_rate
+    blocks = (audio[i : i + rate // 10] for i in range(0, len(audio), rate // 10))  # 0.1 s, as a microphone gives
+    daemon = Daemon(settings, model, GeneratorSource(blocks, rate, rate), recorder)
+    daemon.run()
+    t0 = daemon.audio_t0 or 0.0
+    states = [(datetime.fromisoformat(m.window_end.replace("Z", "+00:00")).timestamp() - t0, m.label)
+              for m in recorder.states]
+    return {**score_states(states, truth, model.labels), "states": len(states),
+            "called": {label: round(sum(1 for _, s in states if s == label) / max(len(states), 1), 3)
+                       for label in sorted({s for _, s in states})}}
+
+
+def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[str], out: str | Path | None = None,
+                    conditions: str | None = None, seed: int = 0) -> dict[str, Any]:
+    target, bundles = Path(target), Path(bundles)
+    out = Path(out) if out else target / "replay"
+    folds = find_folds(target)
+    names = pick_conditions(conditions or "clean,reverb,far,noise-voices-15,noise-household-10,noise-music-10,"
+                                          "noise-fan-10,room")
+    settings = Settings()
+    results: dict[str, dict[str, dict]] = {}
+    for run_dir in folds:
+        bundle = bundle_dir(bundles, run_dir, len(folds) == 1)
+        rate = EmotionModel.load(bundle).bundle.features.sample_rate
+        renderer = Renderer(NoiseBank.from_dirs(list(noise_dirs), rate), RoomBank(seed, rate, out / "rooms"), seed, rate)
+        clips = [c for c in fold_clips(run_dir, None, None, seed).get("test", ()) if c.vocal_channel == "speech"]
+        for name in names:
+            cond = CONDITIONS[name]
+            why = renderer.missing(cond, POOL)
+            if why:
+                print(f"{run_dir.name} {name}: not measured ({why})", file=sys.stderr)
+                continue
+            def render(c, renderer=renderer, cond=cond, rate=rate) -> np.ndarray:
+                return renderer.render(load_audio(c.path, rate), cond, POOL, c.sha256)[0]
+
+            audio, truth = build_replay(clips, render, seed, rate)
+            r = replay_fold(bundle, audio, truth, settings)
+            results.setdefault(name, {})[run_dir.name] = r
+            wrong = "-" if r["wrong"] is None else f"{r['wrong']:.2f}"
+            print(f"{run_dir.name} {name}: {r['seconds']:.0f} s, coverage {r['coverage']:.2f}, wrong {wrong}",
+                  file=sys.stderr)
+    summary = {}
+    for name, by_fold in results.items():
+        cov = np.array([r["coverage"] for r in by_fold.values()])
+        wr = np.array([r["wrong"] for r in by_fold.values() if r["wrong"] is not None])
+        summary[name] = {"coverage": [round(float(cov.mean()), 4), round(float(cov.std(ddof=1)) if len(cov) > 1 else 0.0, 4)],
+                         "wrong": [round(float(wr.mean()), 4), round(float(wr.std(ddof=1)) if len(wr) > 1 else 0.0, 4)]
+                         if len(wr) else None, "folds": len(by_fold)}
+    report = {"target": str(target), "bundles": str(bundles), "pool": POOL, "run_clips": RUN_CLIPS, "seed": seed,
+              "settings": "edge.config defaults (gate on)", "summary": summary, "folds": results}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "replay.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    lines = [f"# Daemon replays: {target}", "",
+             f"Test actors' spoken clips, evaluation pool, runs of {RUN_CLIPS} clips of one actor and emotion, through "
+             "the daemon with its default settings (gate on) and each fold's bundle. Mean +- sd over folds.", "",
+             "| condition | coverage (share of time with an emotion published) | wrong (share of that time) |",
+             "|---|---|---|"]
+    for name, s in summary.items():
+        wrong = "-" if s["wrong"] is None else f"{s['wrong'][0]:.2f} +- {s['wrong'][1]:.2f}"
+        lines.append(f"| {name} | {s['coverage'][0]:.2f} +- {s['coverage'][1]:.2f} | {wrong} |")
+    (out / "replay.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"{out}: replay.json, replay.md", file=sys.stderr)
+    return report
