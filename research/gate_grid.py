@@ -10,22 +10,17 @@ a grid of (minimum modulation, flatness range). Validation pool only.
 
 from __future__ import annotations
 
-import argparse
-import csv
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
+from gate_in_rooms import setup  # research scripts run from research/ (first on sys.path)
 
 from edge.audio import load_audio
 from edge.config import GateSettings
-from edge.data_path import data_dir
-from edge.features import Frontend, file_windows
+from edge.features import file_windows
 from edge.gate import Gate
-from edge.model import EmotionModel
-from trainer.noisebank import NoiseBank
-from trainer.rooms import CONDITIONS, Renderer, RoomBank, loudest_window_dbfs
+from trainer.rooms import CONDITIONS, loudest_window_dbfs
 
 SPEECH = ("clean", "room", *(f"noise-{k}-{s}" for k in ("household", "music", "voices", "fan") for s in (20, 10, 5)))
 MODS = (4.0, 6.0, 8.0, 10.0)
@@ -33,19 +28,9 @@ FLATS = ((0.03, 0.6), (0.02, 0.7), (0.01, 0.8))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--noise", required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--clips", type=int, default=80)
-    a = ap.parse_args()
-    params = EmotionModel.load().bundle.features
-    fe, sr, hop = Frontend(params), params.sample_rate, params.hop_frames(1.0)
+    a, params, fe, hop, root, picked, bank, renderer = setup(80)
+    sr = params.sample_rate
     gate = Gate(GateSettings(), params)
-    root = data_dir()
-    rows = [r for r in csv.DictReader(open(root / "manifest.csv")) if "speech" in r["path"]]
-    picked = [rows[i] for i in sorted(np.random.default_rng(0).choice(len(rows), a.clips, replace=False))]
-    bank = NoiseBank.from_dirs([a.noise], sr)
-    renderer = Renderer(bank, RoomBank(0, sr), 0, sr)
     feats: dict[str, list[tuple[float, float]]] = {c: [] for c in SPEECH}
     for row in picked:
         speech = load_audio(root / row["path"], sr)

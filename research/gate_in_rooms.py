@@ -29,22 +29,27 @@ LEVELS = (-55.0, -65.0, -75.0, -85.0)
 CONDITION_NAMES = ("clean", "far", "room", "noise-voices-10", "noise-household-10", "noise-music-10", "noise-fan-10")
 
 
-def main() -> None:
+def setup(default_clips: int):
+    """(args, feature params, frontend, decision hop in frames, corpus root, picked speech rows, noise bank,
+    validation-pool renderer): what both gate probes start from (research/gate_grid.py imports it)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--noise", required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--clips", type=int, default=120)
+    ap.add_argument("--clips", type=int, default=default_clips)
     a = ap.parse_args()
     params: FeatureParams = EmotionModel.load().bundle.features
-    fe, sr = Frontend(params), params.sample_rate
-    hop = params.hop_frames(1.0)
-    gates = {lv: Gate(GateSettings(min_rms_dbfs=lv), params) for lv in LEVELS}
+    sr = params.sample_rate
     root = data_dir()
     rows = [r for r in csv.DictReader(open(root / "manifest.csv")) if "speech" in r["path"]]
-    rng = np.random.default_rng(0)
-    picked = [rows[i] for i in sorted(rng.choice(len(rows), a.clips, replace=False))]
+    picked = [rows[i] for i in sorted(np.random.default_rng(0).choice(len(rows), a.clips, replace=False))]
     bank = NoiseBank.from_dirs([a.noise], sr)
-    renderer = Renderer(bank, RoomBank(0, sr), 0, sr)
+    return a, params, Frontend(params), params.hop_frames(1.0), root, picked, bank, Renderer(bank, RoomBank(0, sr), 0, sr)
+
+
+def main() -> None:
+    a, params, fe, hop, root, picked, bank, renderer = setup(120)
+    sr = params.sample_rate
+    gates = {lv: Gate(GateSettings(min_rms_dbfs=lv), params) for lv in LEVELS}
     passed = {c: {lv: 0 for lv in LEVELS} for c in CONDITION_NAMES}
     total = dict.fromkeys(CONDITION_NAMES, 0)
     for row in picked:

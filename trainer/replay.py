@@ -30,7 +30,7 @@ import numpy as np
 
 from edge.audio import load_audio
 from edge.config import Settings
-from edge.daemon import Daemon
+from edge.daemon import Daemon, StdoutPublisher
 from edge.model import EmotionModel
 from edge.schema import StateMessage
 from edge.sources import GeneratorSource
@@ -43,35 +43,15 @@ RUN_CLIPS = 5  # clips of one actor and emotion in a row
 POOL = "evaluation"
 
 
-class _Recorder:
-    """A publisher that keeps every state message (what a subscriber would see)."""
+class _Recorder(StdoutPublisher):
+    """A publisher that keeps every state message (what a subscriber would see), printing nothing."""
 
     def __init__(self) -> None:
+        super().__init__(states=False)
         self.states: list[StateMessage] = []
-
-    def start(self) -> None:
-        pass
 
     def publish_state(self, msg: StateMessage) -> None:
         self.states.append(msg)
-
-    def publish_event(self, payload: dict) -> None:
-        pass
-
-    def publish_health(self, payload: dict) -> None:
-        pass
-
-    def wait_connected(self, timeout: float) -> bool:
-        return True
-
-    def check(self) -> None:
-        pass
-
-    def stats(self) -> dict:
-        return {}
-
-    def close(self, timeout: float = 0.0) -> None:
-        pass
 
 
 def build_replay(clips: list, render, seed: int, rate: int) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
