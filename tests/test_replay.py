@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,3 +49,23 @@ def test_a_replay_through_the_daemon_maps_states_to_stream_time():
     assert r["states"] >= 1 and r["seconds"] == 24.0
     assert 0.0 < r["coverage"] <= 1.0 - 2.5 / 24  # nothing is published before the first full window
     assert r["wrong"] is not None and 0.0 <= r["wrong"] <= 1.0
+
+
+def test_the_command_replays_each_folds_test_speech_and_writes_its_report(tmp_path):
+    """End to end on a run of a synthetic corpus (actor 04 tests), scored by the tiny committed bundle."""
+    from test_conditions import fake_run, write_noise
+    from trainer.cli import main
+    from trainer_synth import make_corpus
+
+    run = fake_run(tmp_path, make_corpus(tmp_path / "synth", speakers=4, reps=RUN_CLIPS))
+    noise = write_noise(tmp_path / "noise", kinds=("fan",))
+    out = tmp_path / "replay"
+    assert main(["replay", str(run), "--bundles", str(TINY_INT8), "--noise", str(noise), "--conditions",
+                 "clean,noise-fan-10,noise-music-10", "--out", str(out)]) == 0
+    report = json.loads((out / "replay.json").read_text())
+    assert set(report["summary"]) == {"clean", "noise-fan-10"}  # no music recordings: not measured, not faked
+    fold = report["folds"]["clean"][run.name]
+    speech_clips = sum(1 for line in (run / "manifest.csv").read_text().splitlines()
+                       if ",04," in line and ",speech," in line and ",test," in line)
+    assert fold["seconds"] > 0 and speech_clips >= RUN_CLIPS and 0.0 <= fold["coverage"] <= 1.0
+    assert "| clean |" in (out / "replay.md").read_text()

@@ -115,7 +115,7 @@ def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[st
         bundle = bundle_dir(bundles, run_dir, len(folds) == 1)
         rate = EmotionModel.load(bundle).bundle.features.sample_rate
         renderer = Renderer(NoiseBank.from_dirs(list(noise_dirs), rate), RoomBank(seed, rate, out / "rooms"), seed, rate)
-        clips = [c for c in fold_clips(run_dir, None, None, seed).get("test", ()) if c.vocal_channel == "speech"]
+        clips = [c for c in fold_clips(run_dir, None, None, seed).get("test", ()) if c.channel == "speech"]
         for name in names:
             cond = CONDITIONS[name]
             why = renderer.missing(cond, POOL)
