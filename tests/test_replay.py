@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,3 +72,16 @@ def test_the_command_replays_each_folds_test_speech_and_writes_its_report(tmp_pa
                        if ",04," in line and ",speech," in line and ",test," in line)
     assert fold["seconds"] > 0 and speech_clips >= RUN_CLIPS and 0.0 <= fold["coverage"] <= 1.0
     assert "| clean |" in (out / "replay.md").read_text()
+    # the tiny bundle abstaining below 0.999 is uncertain throughout; --hold never says it
+    unsure = tmp_path / "unsure"
+    shutil.copytree(TINY_INT8, unsure)
+    meta = json.loads((unsure / "model.json").read_text())
+    meta["output"]["abstain_below"] = 0.999
+    (unsure / "model.json").write_text(json.dumps(meta))
+    cfg = ["replay", str(run), "--bundles", str(unsure), "--noise", str(noise), "--conditions", "clean"]
+    assert main([*cfg, "--out", str(tmp_path / "abstaining")]) == 0
+    assert main([*cfg, "--out", str(tmp_path / "holding"), "--hold"]) == 0
+    abstaining, holding = (json.loads((tmp_path / d / "replay.json").read_text()) for d in ("abstaining", "holding"))
+    # the tiny model never reaches min_confidence: holding publishes nothing, abstaining says "uncertain"
+    assert abstaining["folds"]["clean"][run.name]["called"] == {"uncertain": 1.0}
+    assert "uncertain" not in holding["folds"]["clean"][run.name]["called"] and "uncertain false" in holding["settings"]

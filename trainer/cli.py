@@ -153,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", metavar="NOISE_DIR", action="append", default=[], help="noise recordings (as conditions)")
     p.add_argument("--conditions", metavar="NAMES", help="comma-separated names or patterns (default: a room's main ones)")
     p.add_argument("--out", metavar="DIR", help="where replay.json and replay.md go (default CV_DIR/replay)")
+    p.add_argument("--hold", action="store_true", help="smoothing.uncertain false: hold the last emotion, never abstain")
     p = sub.add_parser("abstain", help="the abstention threshold, chosen on the validation actors in rooms and noise")
     p.add_argument("conditions_dir", metavar="CONDITIONS_DIR", help="an output folder of moodmic-train conditions")
     p.add_argument("--condition", default="room", help="the condition whose wrong share is bounded (default room)")
@@ -220,7 +221,7 @@ def run(argv: list[str] | None = None) -> None:
     if args.command == "replay":
         from .replay import measure_replays
 
-        measure_replays(args.target, args.bundles, args.noise, args.out, args.conditions)
+        measure_replays(args.target, args.bundles, args.noise, args.out, args.conditions, hold=args.hold)
         return
     if args.command == "abstain":
         from .abstain import choose

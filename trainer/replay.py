@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edge.audio import load_audio
-from edge.config import Settings
+from edge.config import Settings, SmoothingSettings
 from edge.daemon import Daemon, StdoutPublisher
 from edge.model import EmotionModel
 from edge.schema import StateMessage
@@ -103,13 +103,14 @@ def replay_fold(bundle: Path, audio: np.ndarray, truth: list, settings: Settings
 
 
 def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[str], out: str | Path | None = None,
-                    conditions: str | None = None, seed: int = 0) -> dict[str, Any]:
+                    conditions: str | None = None, seed: int = 0, hold: bool = False) -> dict[str, Any]:
     target, bundles = Path(target), Path(bundles)
     out = Path(out) if out else target / "replay"
     folds = find_folds(target)
     names = pick_conditions(conditions or "clean,reverb,far,noise-voices-15,noise-household-10,noise-music-10,"
                                           "noise-fan-10,room")
-    settings = Settings()
+    # the daemon's defaults; `hold`: smoothing.uncertain false (the last emotion held, no abstention)
+    settings = Settings(smoothing=SmoothingSettings(uncertain=False)) if hold else Settings()
     results: dict[str, dict[str, dict]] = {}
     for run_dir in folds:
         bundle = bundle_dir(bundles, run_dir, len(folds) == 1)
@@ -138,13 +139,14 @@ def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[st
         summary[name] = {"coverage": [round(float(cov.mean()), 4), round(float(cov.std(ddof=1)) if len(cov) > 1 else 0.0, 4)],
                          "wrong": [round(float(wr.mean()), 4), round(float(wr.std(ddof=1)) if len(wr) > 1 else 0.0, 4)]
                          if len(wr) else None, "folds": len(by_fold)}
+    how = "edge.config defaults (gate on)" + (", smoothing.uncertain false" if hold else "")
     report = {"target": str(target), "bundles": str(bundles), "pool": POOL, "run_clips": RUN_CLIPS, "seed": seed,
-              "settings": "edge.config defaults (gate on)", "summary": summary, "folds": results}
+              "settings": how, "summary": summary, "folds": results}
     out.mkdir(parents=True, exist_ok=True)
     (out / "replay.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     lines = [f"# Daemon replays: {target}", "",
              f"Test actors' spoken clips, evaluation pool, runs of {RUN_CLIPS} clips of one actor and emotion, through "
-             "the daemon with its default settings (gate on) and each fold's bundle. Mean +- sd over folds.", "",
+             f"the daemon ({how}) and each fold's bundle. Mean +- sd over folds.", "",
              "| condition | coverage (share of time with an emotion published) | wrong (share of that time) |",
              "|---|---|---|"]
     for name, s in summary.items():
