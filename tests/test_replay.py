@@ -85,3 +85,9 @@ def test_the_command_replays_each_folds_test_speech_and_writes_its_report(tmp_pa
     # the tiny model never reaches min_confidence: holding publishes nothing, abstaining says "uncertain"
     assert abstaining["folds"]["clean"][run.name]["called"] == {"uncertain": 1.0}
     assert "uncertain" not in holding["folds"]["clean"][run.name]["called"] and "uncertain false" in holding["settings"]
+    # a threshold tried on the validation actors (actor 03, the validation pool) without converting again
+    assert main(["replay", str(run), "--bundles", str(TINY_INT8), "--noise", str(noise), "--conditions", "clean",
+                 "--part", "validation", "--abstain-below", "0.999", "--out", str(tmp_path / "sweep")]) == 0
+    sweep = json.loads((tmp_path / "sweep" / "replay.json").read_text())
+    assert sweep["part"] == "validation" and sweep["pool"] == "validation" and sweep["abstain_below"] == 0.999
+    assert sweep["folds"]["clean"][run.name]["called"] == {"uncertain": 1.0}

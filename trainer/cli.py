@@ -154,6 +154,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--conditions", metavar="NAMES", help="comma-separated names or patterns (default: a room's main ones)")
     p.add_argument("--out", metavar="DIR", help="where replay.json and replay.md go (default CV_DIR/replay)")
     p.add_argument("--hold", action="store_true", help="smoothing.uncertain false: hold the last emotion, never abstain")
+    p.add_argument("--part", choices=("test", "validation"), default="test",
+                   help="whose clips: the test actors (evaluation pool, a report) or the validation actors (their pool)")
+    p.add_argument("--abstain-below", type=float, metavar="P",
+                   help="this abstention threshold instead of the bundles' (a sweep on the validation actors)")
     p = sub.add_parser("abstain", help="the abstention threshold, chosen on the validation actors in rooms and noise")
     p.add_argument("conditions_dir", metavar="CONDITIONS_DIR", help="an output folder of moodmic-train conditions")
     p.add_argument("--condition", default="room", help="the condition whose wrong share is bounded (default room)")
@@ -221,7 +225,8 @@ def run(argv: list[str] | None = None) -> None:
     if args.command == "replay":
         from .replay import measure_replays
 
-        measure_replays(args.target, args.bundles, args.noise, args.out, args.conditions, hold=args.hold)
+        measure_replays(args.target, args.bundles, args.noise, args.out, args.conditions, hold=args.hold, part=args.part,
+                        abstain_below=args.abstain_below)
         return
     if args.command == "abstain":
         from .abstain import choose

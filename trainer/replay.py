@@ -15,13 +15,16 @@ holds from its window's end until the next state, and the truth is the emotion o
 - wrong: of that time, the share during which the published emotion is not the one being spoken.
 
 Results: OUT/replay.json and OUT/replay.md (mean +- sd over folds per condition); OUT defaults to
-CV_DIR/replay. Test actors and the evaluation pool only: this is a report, never a choice.
+CV_DIR/replay. The test actors under the evaluation pool are a report, never a choice; `--part
+validation` replays the validation actors under their own pool, and `--abstain-below P` tries a
+threshold there without converting again (a sweep to choose one on).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ from .noisebank import NoiseBank, stable_seed
 from .rooms import CONDITIONS, Renderer, RoomBank
 
 RUN_CLIPS = 5  # clips of one actor and emotion in a row
-POOL = "evaluation"
+POOLS = {"test": "evaluation", "validation": "validation"}  # each part with its own pool, as `conditions`
 
 
 class _Recorder(StdoutPublisher):
@@ -87,8 +90,12 @@ def score_states(states: list[tuple[float, str]], truth: list[tuple[float, float
             "wrong": round(wrong / covered, 4) if covered else None}
 
 
-def replay_fold(bundle: Path, audio: np.ndarray, truth: list, settings: Settings) -> dict:
+def replay_fold(bundle: Path, audio: np.ndarray, truth: list, settings: Settings,
+                abstain_below: float | None = None) -> dict:
+    """The replay through the daemon; `abstain_below` replaces the bundle's threshold (a sweep on validation)."""
     model = EmotionModel.load(bundle)
+    if abstain_below is not None:
+        model.bundle = replace(model.bundle, abstain_below=abstain_below)
     recorder = _Recorder()
     rate = model.bundle.features.sample_rate
     blocks = (audio[i : i + rate // 10] for i in range(0, len(audio), rate // 10))  # 0.1 s, as a microphone gives
@@ -103,12 +110,14 @@ def replay_fold(bundle: Path, audio: np.ndarray, truth: list, settings: Settings
 
 
 def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[str], out: str | Path | None = None,
-                    conditions: str | None = None, seed: int = 0, hold: bool = False) -> dict[str, Any]:
+                    conditions: str | None = None, seed: int = 0, hold: bool = False, part: str = "test",
+                    abstain_below: float | None = None) -> dict[str, Any]:
     target, bundles = Path(target), Path(bundles)
     out = Path(out) if out else target / "replay"
     folds = find_folds(target)
     names = pick_conditions(conditions or "clean,reverb,far,noise-voices-15,noise-household-10,noise-music-10,"
                                           "noise-fan-10,room")
+    pool = POOLS[part]
     # the daemon's defaults; `hold`: smoothing.uncertain false (the last emotion held, no abstention)
     settings = Settings(smoothing=SmoothingSettings(uncertain=False)) if hold else Settings()
     results: dict[str, dict[str, dict]] = {}
@@ -116,18 +125,18 @@ def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[st
         bundle = bundle_dir(bundles, run_dir, len(folds) == 1)
         rate = EmotionModel.load(bundle).bundle.features.sample_rate
         renderer = Renderer(NoiseBank.from_dirs(list(noise_dirs), rate), RoomBank(seed, rate, out / "rooms"), seed, rate)
-        clips = [c for c in fold_clips(run_dir, None, None, seed).get("test", ()) if c.channel == "speech"]
+        clips = [c for c in fold_clips(run_dir, None, None, seed).get(part, ()) if c.channel == "speech"]
         for name in names:
             cond = CONDITIONS[name]
-            why = renderer.missing(cond, POOL)
+            why = renderer.missing(cond, pool)
             if why:
                 print(f"{run_dir.name} {name}: not measured ({why})", file=sys.stderr)
                 continue
             def render(c, renderer=renderer, cond=cond, rate=rate) -> np.ndarray:
-                return renderer.render(load_audio(c.path, rate), cond, POOL, c.sha256)[0]
+                return renderer.render(load_audio(c.path, rate), cond, pool, c.sha256)[0]
 
             audio, truth = build_replay(clips, render, seed, rate)
-            r = replay_fold(bundle, audio, truth, settings)
+            r = replay_fold(bundle, audio, truth, settings, abstain_below)
             results.setdefault(name, {})[run_dir.name] = r
             wrong = "-" if r["wrong"] is None else f"{r['wrong']:.2f}"
             print(f"{run_dir.name} {name}: {r['seconds']:.0f} s, coverage {r['coverage']:.2f}, wrong {wrong}",
@@ -140,12 +149,13 @@ def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[st
                          "wrong": [round(float(wr.mean()), 4), round(float(wr.std(ddof=1)) if len(wr) > 1 else 0.0, 4)]
                          if len(wr) else None, "folds": len(by_fold)}
     how = "edge.config defaults (gate on)" + (", smoothing.uncertain false" if hold else "")
-    report = {"target": str(target), "bundles": str(bundles), "pool": POOL, "run_clips": RUN_CLIPS, "seed": seed,
+    report = {"target": str(target), "bundles": str(bundles), "part": part, "pool": pool, "run_clips": RUN_CLIPS,
+              "seed": seed, "abstain_below": abstain_below if abstain_below is not None else "the bundles'",
               "settings": how, "summary": summary, "folds": results}
     out.mkdir(parents=True, exist_ok=True)
     (out / "replay.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     lines = [f"# Daemon replays: {target}", "",
-             f"Test actors' spoken clips, evaluation pool, runs of {RUN_CLIPS} clips of one actor and emotion, through "
+             f"The {part} actors' spoken clips, {pool} pool, runs of {RUN_CLIPS} clips of one actor and emotion, through "
              f"the daemon ({how}) and each fold's bundle. Mean +- sd over folds.", "",
              "| condition | coverage (share of time with an emotion published) | wrong (share of that time) |",
              "|---|---|---|"]
