@@ -35,11 +35,7 @@ class StatsPooling(L.Layer):
 
 def _cnn_variant(x, n_labels: int, activation: str | None = "softmax", stats: bool = False, width: float = 1.0):
     """trainer.model's `cnn` with its channels scaled by `width` and, with `stats`, statistics pooling."""
-    for filters, kernel in product.CNN_LAYERS:
-        x = L.Conv1D(int(filters * width), kernel, padding="same", use_bias=False)(x)
-        x = L.BatchNormalization()(x)
-        x = L.ReLU()(x)
-        x = L.MaxPooling1D(2)(x)
+    x = product.conv_blocks(x, product.CNN_LAYERS, width=width)
     x = StatsPooling()(x) if stats else L.GlobalAveragePooling1D()(x)
     x = L.Dropout(0.3)(x)
     return L.Dense(n_labels, activation=activation)(x)
@@ -58,11 +54,7 @@ def cnn2d(x, n_labels: int, activation: str | None = "softmax"):
     formants a few bands higher meet the same weights (the 1-D `cnn` learns each band apart)."""
     x = L.Reshape((x.shape[1], x.shape[2], 1))(x)
     x = L.AveragePooling2D((1, 2))(x)  # 64 bands: half the compute, ~1/3 octave still resolved
-    for filters in (24, 48, 64, 96):
-        x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = L.BatchNormalization()(x)
-        x = L.ReLU()(x)
-        x = L.MaxPooling2D(2)(x)
+    x = product.conv_blocks(x, [(filters, 3) for filters in (24, 48, 64, 96)], L.Conv2D, L.MaxPooling2D)
     x = L.GlobalAveragePooling2D()(x)
     x = L.Dropout(0.3)(x)
     return L.Dense(n_labels, activation=activation)(x)

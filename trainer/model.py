@@ -88,12 +88,19 @@ def _seed(x, n_labels: int, activation: str | None = "softmax"):
 CNN_LAYERS = ((96, 5), (128, 3), (128, 3), (160, 3))  # (filters, kernel) of `cnn`'s blocks
 
 
-def _cnn(x, n_labels: int, activation: str | None = "softmax"):
-    for filters, kernel in CNN_LAYERS:
-        x = L.Conv1D(filters, kernel, padding="same", use_bias=False)(x)
+def conv_blocks(x, layers, conv=L.Conv1D, pool=L.MaxPooling1D, width: float = 1.0):
+    """`cnn`'s blocks, one per (filters, kernel): convolution (no bias) -> BatchNorm -> ReLU -> max-pool by 2;
+    `width` scales the channels (research/architectures.py builds its variants from these)."""
+    for filters, kernel in layers:
+        x = conv(int(filters * width), kernel, padding="same", use_bias=False)(x)
         x = L.BatchNormalization()(x)
         x = L.ReLU()(x)
-        x = L.MaxPooling1D(2)(x)
+        x = pool(2)(x)
+    return x
+
+
+def _cnn(x, n_labels: int, activation: str | None = "softmax"):
+    x = conv_blocks(x, CNN_LAYERS)
     x = L.GlobalAveragePooling1D()(x)
     x = L.Dropout(0.3)(x)
     return L.Dense(n_labels, activation=activation)(x)
