@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 
 from .noisebank import KINDS, NoiseBank, stable_seed
-from .rooms import FAR_SELF_NOISE_DBFS, RENDER_VERSION, RoomBank, active_power, band_pass, loudest_window_dbfs, reverberate
+from .rooms import FAR_SELF_NOISE_DBFS, RENDER_VERSION, Renderer, RoomBank, band_pass, loudest_window_dbfs, reverberate
 
 POOL = "train"
 ROOM_P, NOISE_P, SECOND_NOISE_P, MIC_P, LEVEL_P = 0.5, 0.85, 0.3, 0.5, 0.5
@@ -41,14 +41,9 @@ def _bank(noise_dirs: tuple[str, ...], sr: int) -> NoiseBank:
 
 
 @lru_cache(maxsize=4)
-def _rooms(seed: int, sr: int) -> RoomBank:
-    return RoomBank(seed, sr)
-
-
-def training_kinds(noise_dirs: tuple[str, ...], sr: int) -> list[str]:
-    """The noise kinds the training pool has recordings of."""
-    bank = _bank(noise_dirs, sr)
-    return [k for k in KINDS if bank.has(k, POOL)]
+def _renderer(noise_dirs: tuple[str, ...], room_seed: int, sr: int) -> Renderer:
+    """The training pool's noise and rooms, mixed as `moodmic-train conditions` mixes them."""
+    return Renderer(_bank(noise_dirs, sr), RoomBank(room_seed, sr), room_seed, sr)
 
 
 def noise_signature(noise_dirs: tuple[str, ...], sr: int) -> str:
@@ -74,17 +69,17 @@ class RoomCopy:
         return f"room copy (seed {self.seed})"
 
     def apply(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        bank, rng = _bank(self.noise_dirs, sample_rate), np.random.default_rng(self.seed)
-        kinds = [k for k in KINDS if bank.has(k, POOL)]
+        renderer, rng = _renderer(self.noise_dirs, self.room_seed, sample_rate), np.random.default_rng(self.seed)
+        kinds = [k for k in KINDS if renderer.noise.has(k, POOL)]
         x = np.asarray(audio, np.float64)
         if rng.random() < ROOM_P:
-            rooms = _rooms(self.room_seed, sample_rate)
+            rooms = renderer.rooms
             x = reverberate(x, rooms.get(POOL, int(rng.integers(rooms.count)))[1], sample_rate)
         if kinds and rng.random() < NOISE_P:
-            x = _mix(x, bank, kinds[int(rng.integers(len(kinds)))], float(rng.uniform(*self.snr_db)), rng, sample_rate)
+            x, _ = renderer.add_noise(x, kinds[int(rng.integers(len(kinds)))], float(rng.uniform(*self.snr_db)), POOL, rng)
             if rng.random() < SECOND_NOISE_P:
-                x = _mix(x, bank, kinds[int(rng.integers(len(kinds)))], float(rng.uniform(*SECOND_SNR_DB)), rng,
-                         sample_rate)
+                x, _ = renderer.add_noise(x, kinds[int(rng.integers(len(kinds)))], float(rng.uniform(*SECOND_SNR_DB)),
+                                          POOL, rng)
         if rng.random() < MIC_P:
             x = band_pass(x, sample_rate, float(rng.uniform(*MIC_HIGHPASS_HZ)), float(rng.uniform(*MIC_LOWPASS_HZ)))
         if rng.random() < LEVEL_P:
@@ -94,12 +89,6 @@ class RoomCopy:
         if peak > 0.999:  # the whole mix scaled down: a device never sees samples beyond full scale
             x = x * (0.999 / peak)
         return x.astype(np.float32)
-
-
-def _mix(x: np.ndarray, bank: NoiseBank, kind: str, snr_db: float, rng: np.random.Generator, sr: int) -> np.ndarray:
-    noise, _ = bank.segment(kind, POOL, len(x), rng)
-    power = max(float(np.mean(np.square(noise, dtype=np.float64))), 1e-20)
-    return x + np.sqrt(active_power(x, sr) / power / 10 ** (snr_db / 10)) * noise
 
 
 def plan_room_copies(count: int, noise_dirs: tuple[str, ...], snr_db: tuple[float, float], seed: int,

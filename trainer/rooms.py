@@ -260,11 +260,11 @@ class Renderer:
             x, info["room"] = reverberate(x, rir, self.sr), {"pool": pool, "index": room.index, "rt60_s": round(room.rt60_s, 3),
                                                              "distance_m": round(room.distance_m, 2)}
         if c.kind:
-            x, info["noise"] = self._add(x, c.kind, c.snr_db, pool, rng)
+            x, info["noise"] = self.add_noise(x, c.kind, c.snr_db, pool, rng)
         if c.family == "room":
-            x, voices = self._add(x, "voices", ROOM_VOICES_SNR_DB, pool, rng)
+            x, voices = self.add_noise(x, "voices", ROOM_VOICES_SNR_DB, pool, rng)
             others = self._others(pool)
-            x, other = self._add(x, others[int(rng.integers(len(others)))], ROOM_NOISE_SNR_DB, pool, rng)
+            x, other = self.add_noise(x, others[int(rng.integers(len(others)))], ROOM_NOISE_SNR_DB, pool, rng)
             info["noise"] = [voices, other]
         if c.family == "far":
             x, info["far"] = self._far(x, rng)
@@ -274,7 +274,9 @@ class Renderer:
             info["scaled_db"] = round(20 * np.log10(0.999 / peak), 2)
         return x.astype(np.float32), info
 
-    def _add(self, x: np.ndarray, kind: str, snr_db: float, pool: str, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    def add_noise(self, x: np.ndarray, kind: str, snr_db: float, pool: str,
+                  rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        """`x` plus a segment of the pool's `kind` at `snr_db` over x's active part (and what was drawn)."""
         noise, info = self.noise.segment(kind, pool, len(x), rng)
         gain = np.sqrt(active_power(x, self.sr) / max(float(np.mean(np.square(noise, dtype=np.float64))), 1e-20)
                        / 10 ** (snr_db / 10))
