@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import UsageError
+from edge.errors import ConfigError, UsageError
 
 ABSTAIN_FILE = "abstain.json"
 STEPS = np.round(np.arange(0.0, 1.0, 0.01), 2)
@@ -88,8 +88,6 @@ def choose(conditions_dir: str | Path, condition: str = "room", max_wrong: float
 
 def read_abstain(path: str | Path) -> dict[str, Any]:
     """An abstain.json for the converter: its threshold must be a probability from 0 to below 1."""
-    from edge.errors import ConfigError
-
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         t = float(data["abstain_below"])

@@ -39,6 +39,7 @@ from edge.schema import StateMessage
 from edge.sources import GeneratorSource
 
 from .conditions import bundle_dir, find_folds, fold_clips, pick_conditions
+from .crossval import fold_stats
 from .noisebank import NoiseBank, stable_seed
 from .rooms import CONDITIONS, Renderer, RoomBank
 
@@ -141,13 +142,13 @@ def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[st
             wrong = "-" if r["wrong"] is None else f"{r['wrong']:.2f}"
             print(f"{run_dir.name} {name}: {r['seconds']:.0f} s, coverage {r['coverage']:.2f}, wrong {wrong}",
                   file=sys.stderr)
-    summary = {}
-    for name, by_fold in results.items():
-        cov = np.array([r["coverage"] for r in by_fold.values()])
-        wr = np.array([r["wrong"] for r in by_fold.values() if r["wrong"] is not None])
-        summary[name] = {"coverage": [round(float(cov.mean()), 4), round(float(cov.std(ddof=1)) if len(cov) > 1 else 0.0, 4)],
-                         "wrong": [round(float(wr.mean()), 4), round(float(wr.std(ddof=1)) if len(wr) > 1 else 0.0, 4)]
-                         if len(wr) else None, "folds": len(by_fold)}
+    def mean_sd(values: list[float]) -> list[float] | None:
+        s = fold_stats(values) if values else None
+        return [round(s["mean"], 4), round(s["std"], 4)] if s else None
+
+    summary = {name: {"coverage": mean_sd([r["coverage"] for r in by_fold.values()]),
+                      "wrong": mean_sd([r["wrong"] for r in by_fold.values() if r["wrong"] is not None]),
+                      "folds": len(by_fold)} for name, by_fold in results.items()}
     how = "edge.config defaults (gate on)" + (", smoothing.uncertain false" if hold else "")
     report = {"target": str(target), "bundles": str(bundles), "part": part, "pool": pool, "run_clips": RUN_CLIPS,
               "seed": seed, "abstain_below": abstain_below if abstain_below is not None else "the bundles'",
