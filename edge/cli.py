@@ -19,7 +19,7 @@ SAMPLE_FACTS = SAMPLE.with_suffix(".json")  # what it is: actor, emotion, licens
 def sample_note(bundle) -> str:
     """What the bundled sample is, and whether `bundle`'s model heard its actor, for a line next to the result."""
     facts = json.loads(SAMPLE_FACTS.read_text(encoding="utf-8"))
-    split = ((bundle.info.get("training") or {}).get("split") or {}) if isinstance(bundle.info, dict) else {}
+    split = (bundle.info.get("training") or {}).get("split") or {}
     sides = {side: set((split.get(side) or {}).get("actors") or ()) for side in ("train", "val", "test")}
     heard = ("an actor the model heard in training" if facts["actor"] in sides["train"]
              else "an actor the model never heard (a test actor)" if facts["actor"] in sides["test"]
