@@ -97,7 +97,11 @@ class MqttSettings:
                            "auto: the broker if reachable at start, else stdout", choices=("on", "off", "auto"))
     host: str = _opt("localhost", "broker host name or address")
     port: int = _opt(1883, "broker port (8883 is usual with TLS)", min=1, max=65535)
-    device_id: str = _opt("", "topic and Home Assistant id of this device; empty = the host name")
+    # 5, not 3.1.1: only MQTT 5 PUBACKs say "not authorized"; a 3.1.1 broker acknowledges what its ACL discards
+    protocol: str = _opt("5", "MQTT version: '5', or '3.1.1' for old brokers (which cannot report a denied publish)",
+                         choices=("5", "3.1.1"))
+    device_id: str = _opt("", "topic and Home Assistant id of this device; empty = the host name plus a short hash "
+                              "of /etc/machine-id, kept in state_dir (edge/identity.py)")
     base_topic: str = _opt("moodmic", "topics are <base_topic>/<device_id>/...")
     discovery: bool = _opt(True, "announce entities with Home Assistant MQTT discovery")
     discovery_prefix: str = _opt("homeassistant", "Home Assistant's discovery prefix")
@@ -151,6 +155,8 @@ def _type_name(tp: Any) -> str:
 def _convert(key: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
     if tp is str and isinstance(value, bool) and {"on", "off"} <= set(meta.get("choices") or ()):
         value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
+    if tp is str and type(value) is int and str(value) in (meta.get("choices") or ()):
+        value = str(value)  # `protocol: 5` reads as a number
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
