@@ -73,7 +73,7 @@ class Broker:
     """mosquitto -c <root>/mosquitto.conf on 127.0.0.1:<port>, with persistence in <root>."""
 
     def __init__(self, root: Path, *, users: dict[str, str] | None = None, tls: bool = False,
-                 port: int | None = None) -> None:
+                 port: int | None = None, acl: str | None = None) -> None:
         if not os.access(MOSQUITTO, os.X_OK):
             pytest.skip(f"mosquitto is not installed ({MOSQUITTO}); apt-get install mosquitto mosquitto-clients")
         self.root, self.host, self.port = root, HOST, port or free_port()
@@ -98,6 +98,9 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {passwd}"]
         else:
             lines.append("allow_anonymous true")
+        if acl is not None:  # mosquitto's acl_file syntax, e.g. "user moodmic\ntopic read moodmic/#"
+            (root / "acl").write_text(acl + "\n")
+            lines.append(f"acl_file {root / 'acl'}")
         self.conf = root / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 
