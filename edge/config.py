@@ -4,6 +4,8 @@
 comments are the class docstrings, key comments the fields' docs; a test keeps the file equal).
 Lookup order: `--config FILE` > `$MOODMIC_CONFIG` > /etc/moodmic/config.yaml > defaults.
 An unknown key, a wrong type or an out-of-range value is a one-line ConfigError naming the key.
+A config file is plain YAML of bounded size: anchors and aliases, deep nesting, control
+characters and over-long strings are refused too (issue [11]), and a message shows at most a cut of a value.
 Window length and every feature parameter come from the model bundle only: the config decides how
 often to decide (the hop), never what a window is.
 """
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
+import reprlib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +29,33 @@ from .errors import ConfigError
 SYSTEM_CONFIG = Path("/etc/moodmic/config.yaml")
 ENV_CONFIG = "MOODMIC_CONFIG"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_CONFIG_BYTES = 1 << 20  # the full config.yaml is about 5 kB: a bigger file is the wrong one
+MAX_DEPTH = 8  # a config is 2 levels (sections of keys); the margin lets a wrong value be named, not parsed deep
+MAX_NUMBER_CHARS = 100  # int() of thousands of digits is refused or, in base 60, quadratic
+MAX_STRING = 4096  # PATH_MAX: the longest a string setting may be
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL makes open() raise; none belongs in a path, host or topic
 
 
 def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
          choices: tuple[Any, ...] | None = None) -> Any:
     """A settings field with its documentation and the range a loader enforces."""
     return field(default=default, metadata={"doc": doc, "min": min, "max": max, "choices": choices})
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
+_SHORT.maxlevel = 2
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """repr(value) cut to about `limit` characters: an error message never prints all of a hostile value
+    (repr of a 340-byte alias bomb is gigabytes)."""
+    try:
+        text = _SHORT.repr(value)
+    except ValueError:  # an int too long for str()
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -164,15 +189,27 @@ def _convert(key: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
         or (tp is str and isinstance(value, str))
     )
     if not ok:
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
+    choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
     if tp is float:
         value = float(value)
-    choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
+    if tp is str:
+        problem = _string_problem(value, meta)
+        if problem:
+            raise ConfigError(f"{key}: {shown(value)} {problem}")
     if choices is not None and value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        raise ConfigError(f"{key}: {shown(value)} is not one of {', '.join(map(repr, choices))}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"{key}: {value!r} is out of range {lo}..{hi}")
+        raise ConfigError(f"{key}: {shown(value)} is out of range {lo}..{hi}")
     return value
+
+
+def _string_problem(value: str, meta: Mapping[str, Any]) -> str | None:
+    if len(value) > MAX_STRING:
+        return f"is over {MAX_STRING} characters ({len(value)}); shorten it"
+    if _CONTROL.search(value):
+        return "holds a control character (NUL, newline, ...); remove it"
+    return None
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -184,9 +221,10 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     kwargs = {}
     for key, value in data.items():
-        full = f"{prefix}{key}"
+        name = key if isinstance(key, str) and len(key) <= 60 else shown(key)
+        full = f"{prefix}{name}"
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
+            close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(known)})"
             raise ConfigError(f"{full}: unknown key{hint}")
         tp = hints[key]
@@ -211,24 +249,72 @@ def find_config(explicit: str | os.PathLike | None = None) -> Path | None:
     return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
 
 
+class _PlainLoader(yaml.SafeLoader):
+    """Safe YAML without anchors or aliases (9 levels of 9 aliases, 340 bytes, are 387 million strings),
+    nesting deeper than MAX_DEPTH (the composer recurses) or numbers longer than MAX_NUMBER_CHARS."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ConfigError(f"line {line}: a YAML anchor or alias (& or *); a moodmic config needs no anchors "
+                              "or aliases: write the value out")
+        if self.depth >= MAX_DEPTH:
+            raise ConfigError(f"line {line}: nested over {MAX_DEPTH} levels; a moodmic config is sections of keys")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _bounded_number(construct: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def number(loader: Any, node: Any) -> Any:
+        if len(node.value) > MAX_NUMBER_CHARS:
+            raise ConfigError(f"line {node.start_mark.line + 1}: a number of {len(node.value)} characters; "
+                              "no setting needs one that long")
+        return construct(loader, node)
+    return number
+
+
+_PlainLoader.add_constructor("tag:yaml.org,2002:int", _bounded_number(yaml.SafeLoader.construct_yaml_int))
+_PlainLoader.add_constructor("tag:yaml.org,2002:float", _bounded_number(yaml.SafeLoader.construct_yaml_float))
+
+
+def _read(path: Path) -> str:
+    try:
+        if path.stat().st_mode & 0o002:  # anyone could point the service at another broker or model
+            raise ConfigError(f"config file {path} is writable by every user; run: chmod o-w {path}")
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # never more: --config /dev/zero must not fill memory
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; fix --config or ${ENV_CONFIG}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc})") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES >> 20} MiB, where a moodmic config is "
+                          f"a few kB; fix --config or ${ENV_CONFIG}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc})") from exc
+
+
 def load_settings(explicit: str | os.PathLike | None = None) -> Settings:
     path = find_config(explicit)
     if path is None:
         return Settings()
+    text = _read(path)
     try:
-        if path.stat().st_mode & 0o002:  # anyone could point the service at another broker or model
-            raise ConfigError(f"config file {path} is writable by every user; run: chmod o-w {path}")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; fix --config or ${ENV_CONFIG}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read ({exc})") from exc
-    try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_PlainLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config file {path}: not valid YAML{where}; fix the syntax") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
     try:
         return settings_from_dict(data)
     except ConfigError as exc:

@@ -1,0 +1,95 @@
+"""Hostile config files (issue [11]): each is refused at load with one bounded line naming the key, exit 78,
+never a hang, a traceback or a setting that silently disables a safety (a NaN interval, a 70,000-char topic)."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from edge.config import load_settings
+from edge.errors import EXIT_CONFIG, ConfigError
+
+from conftest import REPO
+
+MESSAGE_BOUND = 400  # characters: a message names the problem and shows at most a short cut of the value
+
+
+def alias_bomb() -> str:
+    """Nine levels of nine aliases: about 340 bytes that expand to 9**9 (387 million) strings."""
+    levels = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"&{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "mqtt:\n  host: [" + ", ".join(levels) + "]\n"
+
+
+def bounded_moodmic(*args: str, memory: int = 1 << 30, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The CLI in a child limited to `memory` bytes of address space and `timeout` seconds, so a regression
+    (an alias bomb expanded again) fails the test instead of hanging CI or eating the machine's memory."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, preexec_fn=limit)
+
+
+def refused(tmp_path, text: str) -> str:
+    """load_settings' one-line message for a config file holding `text` (which must be refused)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    message = str(info.value)
+    assert info.value.exit_code == EXIT_CONFIG
+    assert "\n" not in message and len(message) < MESSAGE_BOUND, message[:1000]
+    return message
+
+
+def one_line_78(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == EXIT_CONFIG, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("moodmic: error: config file "), proc.stderr[-2000:]
+    assert len(lines[0]) < MESSAGE_BOUND + 100
+    return lines[0]
+
+
+# --- 1. alias bombs and oversized values ---------------------------------------------------------------
+
+def test_alias_bomb_is_refused_quickly_in_bounded_memory(tmp_path):
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text(alias_bomb())
+    assert cfg.stat().st_size < 400
+    line = one_line_78(bounded_moodmic("run", "--config", str(cfg), "--mqtt", "off"))
+    assert "line 2" in line and "anchors" in line and "aliases" in line
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("mqtt:\n  host: &h broker\n", id="anchor"),
+    pytest.param("base: &b {host: broker}\nmqtt:\n  <<: *b\n", id="merge-key"),
+])
+def test_anchors_and_aliases_are_refused(tmp_path, text):
+    message = refused(tmp_path, text)
+    assert "a moodmic config needs no anchors or aliases" in message and "line " in message
+
+
+def test_a_file_over_the_size_bound_is_refused_unread(tmp_path):
+    message = refused(tmp_path, "# padding\n" * 200_000 + "model:\n  threads: 2\n")
+    assert "over 1 MiB" in message
+
+
+@pytest.mark.parametrize("text, key", [
+    pytest.param("mqtt:\n  host: " + "x" * 500_000 + "\n", "mqtt.host", id="long-string"),
+    pytest.param("mqtt:\n  port: '" + "9" * 4000 + "'\n", "mqtt.port", id="long-wrong-type"),
+    pytest.param("mqtt:\n  port: " + "9" * 90 + "\n", "mqtt.port", id="long-out-of-range"),
+    pytest.param("mqtt:\n  port: " + "9" * 5000 + "\n", "line 2", id="int-over-4300-digits"),
+    pytest.param("mqtt:\n  port: " + "1:" * 200_000 + "1\n", "line 2", id="base-60-quadratic"),
+    pytest.param("mqtt:\n  host: [" + ", ".join(["x"] * 50_000) + "]\n", "mqtt.host", id="long-list"),
+    pytest.param("mqtt:\n  ? " + "k" * 4000 + "\n  : 1\n", "unknown key", id="long-unknown-key"),
+    pytest.param("mqtt:\n  host: " + "[" * 50_000 + "]" * 50_000 + "\n", "line 2", id="deep-nesting"),
+    pytest.param('model:\n  path: "a\\0b"\n', "model.path", id="NUL"),  # open() would raise ValueError
+    pytest.param('mqtt:\n  host: "broker\\nevil"\n', "mqtt.host", id="newline"),
+])
+def test_oversized_or_odd_values_are_refused_with_a_bounded_message(tmp_path, text, key):
+    assert key in refused(tmp_path, text)
