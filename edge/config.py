@@ -4,7 +4,7 @@
 comments are the class docstrings, key comments the fields' docs; a test keeps the file equal).
 Lookup order: `--config FILE` > `$MOODMIC_CONFIG` > /etc/moodmic/config.yaml > defaults.
 An unknown key, a wrong type or an out-of-range value is a one-line ConfigError naming the key.
-A config file is plain YAML of bounded size: anchors and aliases, deep nesting, control
+A config file is plain YAML of bounded size: anchors and aliases, deep nesting, non-finite numbers, control
 characters and over-long strings are refused too (issue [11]), and a message shows at most a cut of a value.
 Window length and every feature parameter come from the model bundle only: the config decides how
 often to decide (the hop), never what a window is.
@@ -13,6 +13,7 @@ often to decide (the hop), never what a window is.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import reprlib
@@ -192,7 +193,14 @@ def _convert(key: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
     choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
     if tp is float:
-        value = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        # NaN passes every comparison: a NaN interval would stop heartbeats, a NaN limit lift the limit.
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: {shown(value)} is not a finite number (give one in {lo}..{hi})")
+        value = number
     if tp is str:
         problem = _string_problem(value, meta)
         if problem:

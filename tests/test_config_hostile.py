@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from edge.config import load_settings
+from edge.config import iter_fields, load_settings, settings_from_dict
 from edge.errors import EXIT_CONFIG, ConfigError
 
 from conftest import REPO
@@ -93,3 +93,34 @@ def test_a_file_over_the_size_bound_is_refused_unread(tmp_path):
 ])
 def test_oversized_or_odd_values_are_refused_with_a_bounded_message(tmp_path, text, key):
     assert key in refused(tmp_path, text)
+
+
+# --- 2. non-finite numbers ------------------------------------------------------------------------------
+
+FLOAT_KEYS = [key for key, default, _ in iter_fields() if isinstance(default, float)]
+
+
+def test_float_keys_are_found():
+    assert {"windows.hop_seconds", "audio.dead_after_seconds", "audio.max_file_seconds",
+            "mqtt.health_interval", "mqtt.state_interval"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("value", [".nan", ".NaN", ".inf", "-.inf", "1.0e+999", "-1.0e+999"])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_non_finite_numbers_are_refused_for_every_float_setting(tmp_path, key, value):
+    section, name = key.split(".")
+    message = refused(tmp_path, f"{section}:\n  {name}: {value}\n")
+    assert f"{key}: " in message and "not a finite number" in message
+
+
+def test_an_integer_too_big_for_a_float_is_not_finite():
+    with pytest.raises(ConfigError, match="windows.hop_seconds: 1000.* is not a finite number"):
+        settings_from_dict({"windows": {"hop_seconds": 10**400}})
+
+
+def test_cli_nan_hop_exits_78_with_one_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("windows:\n  hop_seconds: .nan\n")
+    line = one_line_78(bounded_moodmic("run", "--config", str(cfg), "--sample", "--mqtt", "off", "--fast"))
+    assert line == f"moodmic: error: config file {cfg}: windows.hop_seconds: nan is not a finite number " \
+                   "(give one in 0.02..60.0)"
