@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 
-from .audio import open_audio, read_block, to_mono
+from .audio import Resampler, open_audio, read_block, to_mono
 from .errors import ConfigError, TemporaryFault
 
 _LOG = logging.getLogger(__name__)
@@ -50,22 +49,12 @@ class Source:
         return type(self).__name__
 
 
-class _Resampler:
-    """Streaming resampler that keeps its state across chunks (no clicks at chunk edges)."""
-
-    def __init__(self, rate: int, target: int):
-        self._stream = soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ") if rate != target else None
-
-    def __call__(self, mono: np.ndarray, last: bool = False) -> np.ndarray:
-        return mono if self._stream is None else self._stream.resample_chunk(mono, last=last)
-
-
 class GeneratorSource(Source):
     def __init__(self, chunks: Iterable[np.ndarray | None], rate: int, target_rate: int, live: bool = False):
         self._it: Iterator[np.ndarray | None] = iter(chunks)
         self.rate = target_rate
         self.live = live  # True: a None item counts as a stalled device, like a silent microphone
-        self._resample = _Resampler(rate, target_rate)
+        self._resample = Resampler(rate, target_rate)
 
     def read(self, timeout: float) -> np.ndarray | None:
         try:
@@ -81,7 +70,7 @@ class FileSource(Source):
         self._file = open_audio(self.path)
         self.rate = target_rate
         self._block = max(1, int(self._file.samplerate * block_seconds))
-        self._resample = _Resampler(self._file.samplerate, target_rate)
+        self._resample = Resampler(self._file.samplerate, target_rate)
         self._realtime = realtime
         self._sent = 0  # source frames delivered
         self._t0: float | None = None
@@ -176,7 +165,7 @@ class MicSource(Source):
                 _LOG.warning("input device %r refused %d Hz (%s)", self.device_name, rate, exc)
                 continue
             self.capture_rate = rate
-            self._resample = _Resampler(rate, target_rate)
+            self._resample = Resampler(rate, target_rate)
             _LOG.info("capturing from %r at %d Hz", self.device_name, rate)
             return
         raise TemporaryFault(f"cannot open input device {self.device_name!r} ({last_error}); check audio.device")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -9,7 +13,9 @@ import soundfile as sf
 from edge.audio import load_audio
 from edge.errors import EXIT_DATAERR, EXIT_NOINPUT, BadAudioError, MissingInputError
 
-from conftest import SR, run_moodmic, speechlike, write
+from conftest import REPO, SR, run_moodmic, speechlike, write
+
+DECODE_MARGIN_MB = 50  # what decoding any file may add to `predict`'s peak (its blocks are 4 MB)
 
 
 def dominant_hz(audio: np.ndarray, sr: int = SR) -> float:
@@ -75,6 +81,8 @@ def _bad_files(tmp_path):
         "inf": (None, "NaN or infinite"),
         "too_long": (None, "over the 600 s limit"),
         "low_rate": (None, "below 8000 Hz"),
+        "high_rate": (None, "384000 Hz is above 192000 Hz"),
+        "huge_float": (None, "out of range"),
     }
     paths = {}
     for name, (content, _) in cases.items():
@@ -93,17 +101,29 @@ def _bad_files(tmp_path):
     with sf.SoundFile(paths["too_long"], "w", 8000, 1, "PCM_U8") as f:  # 601 s, cheap on disk
         f.write(np.full(8000 * 601, 0.1, np.float32))
     write(paths["low_rate"], tone(440, 1.0, 4000), 4000)
+    write(paths["high_rate"], tone(440, 1.0, 384000), 384000)
+    write(paths["huge_float"], speechlike(1.0) * 1e30, SR, "FLOAT")  # gave a label, as if it were speech
     return {name: (paths[name], expected) for name, (_, expected) in cases.items()}
 
 
 def test_bad_audio_raises_a_clear_error(tmp_path):
     for name, (path, expected) in _bad_files(tmp_path).items():
-        with pytest.raises(BadAudioError) as info:
-            load_audio(path, SR, max_seconds=600)
-        message = str(info.value)
+        try:
+            audio = load_audio(path, SR, max_seconds=600)
+        except BadAudioError as exc:
+            info = exc
+        else:
+            pytest.fail(f"{name}: no BadAudioError; read as {len(audio)} samples peaking at {np.max(np.abs(audio)):g}")
+        message = str(info)
         assert expected in message, name
         assert str(path) in message and "\n" not in message, name
-        assert info.value.exit_code == EXIT_DATAERR
+        assert info.exit_code == EXIT_DATAERR
+
+
+def test_float_samples_over_full_scale_are_valid_up_to_1000(tmp_path):
+    """Float files may exceed +-1.0 (a mix that clips): read as they are; only absurd values are refused."""
+    loud = speechlike(1.0) * 999.0
+    assert np.allclose(load_audio(write(tmp_path / "loud.wav", loud, SR, "FLOAT"), SR), loud, rtol=1e-6)
 
 
 def test_missing_file_and_directory(tmp_path):
@@ -135,3 +155,39 @@ def test_missing_file_alone_exits_66(tmp_path):
 
     proc = run_moodmic("predict", "--model", str(TINY_INT8), str(tmp_path / "nope.flac"))
     assert proc.returncode == EXIT_NOINPUT and "no such file" in proc.stderr
+
+
+def peak_rss_mb(*args: str) -> tuple[int, float]:
+    """Run the CLI in a child and return its exit status and its own peak RSS (wait4: this child only)."""
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024  # kilobytes on Linux
+
+
+def constant_flac(path, seconds: int, rate: int, channels: int):
+    """A constant signal: FLAC stores it in about 2 KB a second, whatever the rate and channels."""
+    block = np.full((rate * 10, channels), 0.01, np.float32)
+    with sf.SoundFile(path, "w", rate, channels, "PCM_16", format="FLAC") as f:
+        for _ in range(seconds // 10):
+            f.write(block)
+    return path
+
+
+@pytest.mark.parametrize("seconds", [60, pytest.param(590, marks=pytest.mark.slow)])
+def test_memory_does_not_grow_with_the_rate_and_channels_a_file_declares(tmp_path, seconds):
+    """590 s at 192 kHz x 8 channels is 1 MB of FLAC and 3.6 GB of float32. Decoded block by block, it costs
+    what the same duration at 16 kHz mono costs (the result, and the frontend's work on it), plus a block."""
+    from conftest import TINY_INT8
+
+    many = constant_flac(tmp_path / "many.flac", seconds, 192000, 8)
+    assert many.stat().st_size < 2 << 20
+    plain = constant_flac(tmp_path / "plain.flac", seconds, SR, 1)
+    peaks = {}
+    for flac in (plain, many):
+        code, peaks[flac.name] = peak_rss_mb("predict", "--model", str(TINY_INT8), str(flac))
+        assert code == 0
+    assert peaks["many.flac"] < peaks["plain.flac"] + DECODE_MARGIN_MB, (
+        f"moodmic predict peaked at {peaks['many.flac']:.0f} MB on {seconds} s at 192 kHz x 8 channels, "
+        f"{peaks['plain.flac']:.0f} MB at 16 kHz mono")
