@@ -33,14 +33,30 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_CONFIG_BYTES = 1 << 20  # the full config.yaml is about 5 kB: a bigger file is the wrong one
 MAX_DEPTH = 8  # a config is 2 levels (sections of keys); the margin lets a wrong value be named, not parsed deep
 MAX_NUMBER_CHARS = 100  # int() of thousands of digits is refused or, in base 60, quadratic
-MAX_STRING = 4096  # PATH_MAX: the longest a string setting may be
+MAX_STRING = 4096  # PATH_MAX: the longest a string setting may be unless its field says less
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL makes open() raise; none belongs in a path, host or topic
 
 
 def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
-         choices: tuple[Any, ...] | None = None) -> Any:
-    """A settings field with its documentation and the range a loader enforces."""
-    return field(default=default, metadata={"doc": doc, "min": min, "max": max, "choices": choices})
+         choices: tuple[Any, ...] | None = None, max_len: int = MAX_STRING,
+         check: Callable[[str], str | None] | None = None) -> Any:
+    """A settings field with its documentation and the rules a loader enforces: a number's range, a string's
+    length (`max_len`) and `check` (value -> why it is refused, or None)."""
+    return field(default=default, metadata={"doc": doc, "min": min, "max": max, "choices": choices,
+                                            "max_len": max_len, "check": check})
+
+
+def _topic_rule(value: str) -> str | None:
+    """Why `value` cannot be the leading levels of the topics moodmic publishes to, or None."""
+    if not value:
+        return "is empty; use e.g. 'moodmic'"
+    if value.startswith("$"):
+        return "starts with '$', which brokers keep for their own topics ($SYS/...)"
+    if "+" in value or "#" in value:
+        return "has a wildcard (+ or #), which a published topic cannot hold"
+    if "" in value.split("/"):
+        return "has an empty level (a leading, trailing or double '/')"
+    return None
 
 
 _SHORT = reprlib.Repr()
@@ -72,7 +88,7 @@ class AudioSettings:
     """Where audio comes from."""
 
     source: str = _opt("mic", "'mic' (a sound card) or 'file:PATH' (replay a recording)")
-    device: str = _opt("", "input device name (substring) or index; empty = the system default")
+    device: str = _opt("", "input device name (substring) or index; empty = the system default", max_len=256)
     capture_rate: int = _opt(0, "capture rate in hertz; 0 = the device's default (resampled to the model's)",
                              min=0, max=384000)
     block_seconds: float = _opt(0.1, "capture block length in seconds", min=0.01, max=1.0)
@@ -121,18 +137,20 @@ class MqttSettings:
 
     mode: str = _opt("on", "on: publish, retrying an absent broker; off: print states to stdout; "
                            "auto: the broker if reachable at start, else stdout", choices=("on", "off", "auto"))
-    host: str = _opt("localhost", "broker host name or address")
+    host: str = _opt("localhost", "broker host name or address", max_len=253)
     port: int = _opt(1883, "broker port (8883 is usual with TLS)", min=1, max=65535)
     # 5, not 3.1.1: only MQTT 5 PUBACKs say "not authorized"; a 3.1.1 broker acknowledges what its ACL discards
     protocol: str = _opt("5", "MQTT version: '5', or '3.1.1' for old brokers (which cannot report a denied publish)",
                          choices=("5", "3.1.1"))
     device_id: str = _opt("", "topic and Home Assistant id of this device; empty = the host name plus a short hash "
-                              "of /etc/machine-id, kept in state_dir (edge/identity.py)")
-    base_topic: str = _opt("moodmic", "topics are <base_topic>/<device_id>/...")
+                              "of /etc/machine-id, kept in state_dir (edge/identity.py)", max_len=64)
+    # Bounded: a topic over 65,535 bytes kills paho's network thread (struct.error), silently.
+    base_topic: str = _opt("moodmic", "topics are <base_topic>/<device_id>/...", max_len=128, check=_topic_rule)
     discovery: bool = _opt(True, "announce entities with Home Assistant MQTT discovery")
-    discovery_prefix: str = _opt("homeassistant", "Home Assistant's discovery prefix")
-    client_id: str = _opt("", "MQTT client id; empty = moodmic-<device_id>")
-    username: str = _opt("", "broker user name; empty = anonymous")
+    discovery_prefix: str = _opt("homeassistant", "Home Assistant's discovery prefix", max_len=128,
+                                 check=_topic_rule)
+    client_id: str = _opt("", "MQTT client id; empty = moodmic-<device_id>", max_len=128)
+    username: str = _opt("", "broker user name; empty = anonymous", max_len=256)
     password_file: str = _opt("", "file holding the broker password (or set $MOODMIC_MQTT_PASSWORD)")
     tls: bool = _opt(False, "connect with TLS (certificates are verified)")
     ca_certs: str = _opt("", "CA bundle for TLS; empty = the system's")
@@ -213,11 +231,13 @@ def _convert(key: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
 
 
 def _string_problem(value: str, meta: Mapping[str, Any]) -> str | None:
-    if len(value) > MAX_STRING:
-        return f"is over {MAX_STRING} characters ({len(value)}); shorten it"
+    max_len = meta.get("max_len", MAX_STRING)
+    if len(value) > max_len:
+        return f"is over {max_len} characters ({len(value)}); shorten it"
     if _CONTROL.search(value):
         return "holds a control character (NUL, newline, ...); remove it"
-    return None
+    check = meta.get("check")
+    return check(value) if check else None
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:

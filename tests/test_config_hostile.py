@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from edge.config import iter_fields, load_settings, settings_from_dict
+from edge.config import Settings, iter_fields, load_settings, settings_from_dict
 from edge.errors import EXIT_CONFIG, ConfigError
 
 from conftest import REPO
@@ -124,3 +124,70 @@ def test_cli_nan_hop_exits_78_with_one_line(tmp_path):
     line = one_line_78(bounded_moodmic("run", "--config", str(cfg), "--sample", "--mqtt", "off", "--fast"))
     assert line == f"moodmic: error: config file {cfg}: windows.hop_seconds: nan is not a finite number " \
                    "(give one in 0.02..60.0)"
+
+
+# --- 4. identifiers and topics --------------------------------------------------------------------------
+
+def case(key: str, value: str, problem: str):
+    label = value if len(value) <= 20 else f"{value[0]}x{len(value)}"
+    return pytest.param(key, value, problem, id=f"{key}={label}")
+
+
+@pytest.mark.parametrize("key, value, problem", [
+    case("mqtt.device_id", "d" * 65, "over 64 characters"),
+    case("mqtt.device_id", "d" * 70_000, "over 64 characters"),
+    case("mqtt.base_topic", "b" * 70_000, "over 128 characters"),
+    case("mqtt.base_topic", "b" * 129, "over 128 characters"),
+    case("mqtt.base_topic", "$SYS/moodmic", "starts with '$'"),
+    case("mqtt.base_topic", "", "is empty"),
+    case("mqtt.base_topic", "home/+/moodmic", "wildcard"),
+    case("mqtt.base_topic", "home/#", "wildcard"),
+    case("mqtt.base_topic", "/moodmic", "empty level"),
+    case("mqtt.base_topic", "moodmic/", "empty level"),
+    case("mqtt.base_topic", "home//moodmic", "empty level"),
+    case("mqtt.discovery_prefix", "$homeassistant", "starts with '$'"),
+    case("mqtt.discovery_prefix", "h" * 129, "over 128 characters"),
+    case("mqtt.discovery_prefix", "", "is empty"),
+    case("mqtt.client_id", "c" * 129, "over 128 characters"),
+    case("mqtt.username", "u" * 257, "over 256 characters"),
+    case("mqtt.host", "h" * 254, "over 253 characters"),
+    case("audio.device", "d" * 257, "over 256 characters"),
+    case("model.path", "p" * 4097, "over 4096 characters"),
+    case("audio.source", "file:" + "p" * 4092, "over 4096 characters"),
+    case("mqtt.password_file", "p" * 4097, "over 4096 characters"),
+    case("mqtt.ca_certs", "p" * 4097, "over 4096 characters"),
+    case("mqtt.certfile", "p" * 4097, "over 4096 characters"),
+    case("mqtt.keyfile", "p" * 4097, "over 4096 characters"),
+    case("mqtt.state_dir", "p" * 4097, "over 4096 characters"),
+])
+def test_identifiers_and_topics_are_bounded_at_load(tmp_path, key, value, problem):
+    section, name = key.split(".")
+    message = refused(tmp_path, f'{section}:\n  {name}: "{value}"\n')
+    assert f"{key}: " in message and problem in message
+
+
+@pytest.mark.parametrize("key, value", [
+    ("mqtt.device_id", "d" * 64), ("mqtt.base_topic", "home/moodmic"), ("mqtt.base_topic", "b" * 128),
+    ("mqtt.discovery_prefix", "ha/discovery"), ("mqtt.client_id", "c" * 128), ("model.path", "p" * 4096),
+])
+def test_identifiers_at_their_bounds_are_accepted(tmp_path, key, value):
+    section, name = key.split(".")
+    (tmp_path / "c.yaml").write_text(f'{section}:\n  {name}: "{value}"\n')
+    assert getattr(getattr(load_settings(tmp_path / "c.yaml"), section), name) == value
+
+
+def test_every_string_setting_has_a_length_bound(tmp_path):
+    for key, default, _ in iter_fields():
+        if isinstance(default, str):
+            section, name = key.split(".")
+            (tmp_path / "c.yaml").write_text(f'{section}:\n  {name}: "{"x" * 4097}"\n')
+            with pytest.raises(ConfigError, match=f"{key}: "):
+                load_settings(tmp_path / "c.yaml")
+    assert load_settings(REPO / "config.yaml") == Settings()
+
+
+def test_cli_long_device_id_exits_78_naming_the_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"mqtt:\n  device_id: {'d' * 70_000}\n")
+    line = one_line_78(bounded_moodmic("run", "--config", str(cfg), "--sample", "--mqtt", "off", "--fast"))
+    assert "mqtt.device_id: " in line
