@@ -1,7 +1,7 @@
 """The web page's logic, without Streamlit: analyse an upload, describe the model, launch the page.
 
-`analyse` is the whole analysis behind the page (edge/app.py): the uploaded bytes go through the
-same `load_audio` checks and the same whole-file prediction (`edge.predict.predict_audio`) as
+`analyse` is the whole analysis behind the page (edge/app.py): the uploaded bytes, decoded in memory
+and never written to disk, go through the same `load_audio` checks and the same whole-file prediction (`edge.predict.predict_audio`) as
 `moodmic predict`, so the page shows exactly the JSON `predict --windows` prints for the same file.
 Everything here is plain Python and numpy (the edge runtime: no TensorFlow, no librosa), so the
 tests call it directly.
@@ -13,9 +13,7 @@ import hashlib
 import importlib.util
 import io
 import os
-import re
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,8 +110,8 @@ def display_name(name: str | None) -> str:
 
 def analyse(data: bytes, name: str, model: Any, max_seconds: float | None,
             max_bytes: int = DEFAULT_UPLOAD_MB << 20, gate: GateSettings | None = None) -> Analysis:
-    """Uploaded bytes -> the page's analysis. Raises MoodmicError (BadAudioError, MissingInputError)
-    with the one-line message `moodmic predict` gives, naming the upload instead of a temp file.
+    """Uploaded bytes -> the page's analysis, decoded in memory. Raises BadAudioError with the one-line
+    message `moodmic predict` gives for the same file, naming the upload.
     `gate`: the config's gate settings, which count the result's speech windows as `predict` does."""
     name = display_name(name)
     if len(data) > max_bytes:
@@ -121,17 +119,8 @@ def analyse(data: bytes, name: str, model: Any, max_seconds: float | None,
             f"{name}: is {len(data) / 2**20:.1f} MB, over the {max_bytes / 2**20:g} MB upload limit; "
             "upload a shorter clip, or compress it as FLAC"
         )
-    suffix = Path(name).suffix.lower()
-    if not re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
-        suffix = ""
     rate = model.bundle.features.sample_rate
-    with tempfile.TemporaryDirectory(prefix="moodmic-app-") as tmp:
-        path = Path(tmp) / f"upload{suffix}"
-        path.write_bytes(data)
-        try:
-            audio = load_audio(path, rate, max_seconds)
-        except BadAudioError as exc:  # the message names the temp file: name the upload instead
-            raise type(exc)(str(exc).replace(str(path), name)) from None
+    audio = load_audio(io.BytesIO(data), rate, max_seconds, name)  # from memory: an upload never touches the disk
     with _INFERENCE_LOCK:
         result = predict_audio(audio, model.frontend, model.bundle.eval_hop_frames, model.probabilities,
                                model.labels, name, gate, model.bundle.abstain_below)

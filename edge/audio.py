@@ -86,7 +86,9 @@ def open_audio(source: AudioInput, name: str | None = None) -> sf.SoundFile:
         raise BadAudioError(f"{name}: not an audio file soundfile can read ({detail}); use WAV or FLAC") from exc
     short = _WAV_SHORT.search(f.extra_info)
     problem = None
-    if short and int(short.group(2)) < int(short.group(1)) < _STREAMING_WAV_SIZE:
+    if f.format == "RAW":  # no header: libsndfile guessed 8 kHz u-law from a .au/.snd name, which a file object lacks
+        problem = f"{name}: not an audio file soundfile can read (no audio header); use WAV or FLAC"
+    elif short and int(short.group(2)) < int(short.group(1)) < _STREAMING_WAV_SIZE:
         problem = (f"{name}: truncated (header promises {short.group(1)} bytes of audio, file holds "
                    f"{short.group(2)}); re-copy or re-record the file")
     elif f.samplerate < MIN_SAMPLE_RATE:

@@ -7,9 +7,12 @@ one-line message `moodmic predict` gives, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -263,6 +266,74 @@ def test_bad_uploads_show_the_message_moodmic_predict_gives(tmp_path):
     good = write(tmp_path / "ok.wav", speechlike(1.5, SR, seed=11))
     upload(at, "ok.wav", good.read_bytes())  # and the page recovers
     assert not at.error and metric(at, "Emotion")
+
+
+# Every format the uploader offers (accepted_extensions), as an odd but valid file: 22.05 kHz stereo.
+_UPLOAD_FORMATS = [("wav", "WAV", "PCM_16"), ("wav", "WAVEX", "PCM_24"), ("flac", "FLAC", "PCM_16"),
+                   ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III"), ("aiff", "AIFF", "PCM_16"),
+                   ("au", "AU", "PCM_16"), ("caf", "CAF", "FLOAT"), ("w64", "W64", "PCM_U8"), ("rf64", "RF64", "PCM_32")]
+_WRITES: list[str] = []  # what the audit hook saw opened for writing or created while armed
+_ARMED: list[bool] = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    if not _ARMED:
+        return
+    if event == "open" and isinstance(args[2], int) and args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+        _WRITES.append(f"open {args[0]}")
+    elif event in ("os.mkdir", "tempfile.mkstemp", "tempfile.mkdtemp"):
+        _WRITES.append(f"{event} {args[0]}")
+
+
+sys.addaudithook(_audit)  # hooks cannot be removed: this one only records while a test arms it
+
+
+def test_an_upload_is_decoded_from_memory_never_written_to_disk(tmp_path, model):
+    """README: audio is never written to disk. The page decodes the uploaded bytes in memory, with the
+    result `moodmic predict` gives for the same file (a path); a killed page leaves no copy behind."""
+    stereo = np.stack([speechlike(3.5, 22050, seed=30), speechlike(3.5, 22050, seed=31) * 0.5], axis=1)
+    formats = [f for f in _UPLOAD_FORMATS if f[1] in sf.available_formats()]
+    assert {f[0] for f in formats} >= set(app_core.accepted_extensions()) - {"wave", "oga", "opus", "aif", "aifc", "snd"}
+    uploads = {}
+    for ext, fmt, subtype in formats:
+        buf = io.BytesIO()
+        sf.write(buf, stereo, 22050, format=fmt, subtype=subtype)
+        uploads[f"talk-{fmt.lower()}.{ext}"] = buf.getvalue()
+        (tmp_path / f"talk-{fmt.lower()}.{ext}").write_bytes(buf.getvalue())
+    expected = {name: dataclasses.replace(predict_file(model, tmp_path / name, 600.0), path=name) for name in uploads}
+    spool = set(os.listdir(tempfile.gettempdir()))
+    _WRITES.clear()
+    _ARMED.append(True)
+    try:
+        got = {name: app_core.analyse(data, name, model, 600.0).result for name, data in uploads.items()}
+    finally:
+        _ARMED.clear()
+    assert _WRITES == []
+    assert not {n for n in set(os.listdir(tempfile.gettempdir())) - spool if n.startswith("moodmic")}
+    assert got == expected
+
+
+def test_the_page_decodes_a_small_file_of_many_samples_in_bounded_memory(model):
+    """60 s at 192 kHz x 8 channels is 100 KB of FLAC and 370 MB of float32 samples: the page must not
+    hold them all; it costs what 60 s of 16 kHz mono costs, plus a block."""
+    import tracemalloc
+
+    def constant_flac(rate: int, channels: int) -> bytes:
+        buf = io.BytesIO()
+        with sf.SoundFile(buf, "w", rate, channels, "PCM_16", format="FLAC") as f:
+            for _ in range(6):
+                f.write(np.full((rate * 10, channels), 0.01, np.float32))
+        return buf.getvalue()
+
+    peaks = {}
+    for name, data in (("plain.flac", constant_flac(SR, 1)), ("many.flac", constant_flac(192000, 8))):
+        tracemalloc.start()
+        try:
+            app_core.analyse(data, name, model, 600.0)
+            peaks[name] = tracemalloc.get_traced_memory()[1] / 2**20
+        finally:
+            tracemalloc.stop()
+    assert peaks["many.flac"] < peaks["plain.flac"] + 50, peaks
 
 
 def test_size_limit(model, monkeypatch):

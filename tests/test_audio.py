@@ -126,6 +126,16 @@ def test_float_samples_over_full_scale_are_valid_up_to_1000(tmp_path):
     assert np.allclose(load_audio(write(tmp_path / "loud.wav", loud, SR, "FLOAT"), SR), loud, rtol=1e-6)
 
 
+@pytest.mark.parametrize("suffix", [".au", ".snd"])
+def test_bytes_without_an_audio_header_are_not_audio_whatever_the_name(tmp_path, suffix):
+    """libsndfile reads any bytes named .au or .snd as headerless 8 kHz u-law; from memory (the page) it
+    cannot see the name. Both refuse them, so `predict` and the page agree."""
+    path = tmp_path / f"notes{suffix}"
+    path.write_bytes(b"meeting notes, not a recording\n" * 20)
+    with pytest.raises(BadAudioError, match="not an audio file soundfile can read"):
+        load_audio(path, SR)
+
+
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(MissingInputError, match="no such file"):
         load_audio(tmp_path / "nope.wav", SR)
