@@ -13,16 +13,37 @@ the mean of its frames' mean squares: the same in batch and stream.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from .config import shown
 from .errors import BundleError
 
 FEATURE_VERSION = 1
 RMS_FLOOR_DBFS = -120.0  # reported for exact digital silence instead of -inf
 _POWER_CAP = float(np.finfo(np.float32).max) / 4096  # a mel band sums far fewer bins than this
+
+# What this frontend computes, the one table of it: every numeric parameter's range (inclusive). A bundle outside
+# it is refused naming the key, never computed (n_fft 2**40 asked numpy for 8 TiB, 2**20 for 2.7 GB of
+# filterbank). Between parameters: fmin < fmax <= sample_rate / 2, hop_length <= n_fft <= MAX_OVERLAP * hop_length
+# and a window of at most MAX_WINDOW_SECONDS.
+LIMITS: dict[str, tuple[float, float]] = {
+    "sample_rate": (8000, 48000),  # telephone to studio; capture is resampled to it
+    "n_fft": (64, 8192),  # the filterbank is n_mels x (n_fft/2 + 1) floats
+    "hop_length": (8, 8192),
+    "n_mels": (8, 512),
+    "fmin": (0.0, 24000.0),
+    "fmax": (1.0, 24000.0),
+    "ref_power": (1e-10, 1e10),
+    "amin": (1e-20, 1e-2),
+    "floor_db": (-200.0, 0.0),
+    "n_frames": (1, 4096),
+}
+MAX_OVERLAP = 8  # frames per hop covering a sample: a clip's frames cost at most 8 times its samples
+MAX_WINDOW_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +95,7 @@ class FeatureParams:
         missing = sorted(known - set(data))
         if unknown or missing:
             raise BundleError(
-                f"feature parameters {unknown or missing} are "
+                f"feature parameters {shown(unknown or missing)} are "
                 f"{'unknown to' if unknown else 'missing for'} this frontend; "
                 "upgrade moodmic or re-convert the model"
             )
@@ -84,23 +105,49 @@ class FeatureParams:
 
     def check_supported(self) -> None:
         """Raise BundleError unless this frontend computes exactly these features."""
-        problems = []
-        if self.feature_version != FEATURE_VERSION:
-            problems.append(f"feature_version {self.feature_version} (this frontend: {FEATURE_VERSION})")
-        if self.window != "hann":
-            problems.append(f"window {self.window!r} (only 'hann')")
-        if self.mel_scale != "slaney":
-            problems.append(f"mel_scale {self.mel_scale!r} (only 'slaney')")
-        if not (0 <= self.fmin < self.fmax <= self.sample_rate / 2):
-            problems.append(f"fmin/fmax {self.fmin}/{self.fmax} outside 0..{self.sample_rate / 2}")
-        if not (0 < self.hop_length <= self.n_fft) or self.n_mels < 1 or self.n_frames < 1:
-            problems.append("hop_length/n_fft/n_mels/n_frames out of range")
+        problems = [p for p in (_field_problem(f.name, str(f.type), getattr(self, f.name)) for f in fields(self)) if p]
+        if not problems:  # relations between parameters need them to be numbers
+            if self.window != "hann":
+                problems.append(f"window {shown(self.window)} (only 'hann')")
+            if self.mel_scale != "slaney":
+                problems.append(f"mel_scale {shown(self.mel_scale)} (only 'slaney')")
+            if not self.fmin < self.fmax <= self.sample_rate / 2:
+                problems.append(f"fmin/fmax {self.fmin}/{self.fmax} (need fmin < fmax <= {self.sample_rate / 2:g}, "
+                                "half the sample_rate)")
+            if not self.hop_length <= self.n_fft <= MAX_OVERLAP * self.hop_length:
+                problems.append(f"n_fft {self.n_fft} with hop_length {self.hop_length} (need hop_length <= n_fft <= "
+                                f"{MAX_OVERLAP} x hop_length)")
+            if self.window_seconds > MAX_WINDOW_SECONDS:
+                problems.append(f"n_frames {self.n_frames}: a window of {self.window_seconds:.1f} s "
+                                f"(at most {MAX_WINDOW_SECONDS:g} s)")
         if problems:
             raise BundleError(
                 "the model's features cannot be computed by this moodmic: "
                 + "; ".join(problems)
                 + "; upgrade moodmic or re-convert the model"
             )
+
+
+_KINDS = {"int": "an integer", "float": "a finite number", "str": "a string"}
+
+
+def _field_problem(name: str, kind: str, value: Any) -> str | None:
+    """Why `value` cannot be the parameter `name` (annotated `kind`), or None."""
+    if kind == "str":
+        ok = isinstance(value, str)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:  # an integer is a number too (JSON writes 0.0 as 0 at times)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            isinstance(value, int) or math.isfinite(value))
+    if not ok:
+        return f"{name} {shown(value)} (expected {_KINDS[kind]})"
+    if name == "feature_version" and value != FEATURE_VERSION:
+        return f"feature_version {shown(value)} (this frontend: {FEATURE_VERSION})"
+    lo, hi = LIMITS.get(name, (None, None))
+    if lo is not None and not lo <= value <= hi:
+        return f"{name} {shown(value)} (supported: {lo:g}..{hi:g})"
+    return None
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:

@@ -81,7 +81,7 @@ def test_hash_mismatch(bundle_copy):
     (lambda m: m["output"].update(temperature=float("nan")), "temperature nan"),
     (lambda m: m["output"].update(abstain_below=1.5), "abstain_below 1.5"),
     (lambda m: m["output"].update(abstain_below=float("nan")), "abstain_below nan"),
-    (lambda m: m.pop("tflite_sha256"), "lacks or mangles"),
+    (lambda m: m.pop("tflite_sha256"), "model.json lacks 'tflite_sha256'"),
 ])
 def test_bad_metadata_is_refused_with_a_reason(bundle_copy, change, message):
     edit_meta(bundle_copy, change)
