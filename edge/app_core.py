@@ -1,8 +1,9 @@
 """The web page's logic, without Streamlit: analyse an upload, describe the model, launch the page.
 
 `analyse` is the whole analysis behind the page (edge/app.py): the uploaded bytes, decoded in memory
-and never written to disk, go through the same `load_audio` checks and the same whole-file prediction (`edge.predict.predict_audio`) as
-`moodmic predict`, so the page shows exactly the JSON `predict --windows` prints for the same file.
+and never written to disk, go through the same `load_audio` checks and the same whole-file prediction
+(`edge.predict.predict_audio`) as `moodmic predict`, so the page shows exactly the JSON
+`predict --windows` prints for the same file.
 Everything here is plain Python and numpy (the edge runtime: no TensorFlow, no librosa), so the
 tests call it directly.
 """
