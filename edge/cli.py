@@ -159,7 +159,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _publisher(settings, model, raw: bool):
     import logging
-    import os
     import socket
 
     from .daemon import StdoutPublisher
@@ -174,12 +173,15 @@ def _publisher(settings, model, raw: bool):
             return StdoutPublisher(states=not raw)
     elif m.mode == "off":
         return StdoutPublisher(states=not raw)
+    from .identity import device_identity
     from .mqtt import MqttPublisher
+    from .state_dir import check_writable, state_dir
 
-    state_dir = Path(m.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-                     or Path.home() / ".local" / "state" / "moodmic")
+    where = state_dir(m)
+    device = device_identity(m, where)  # before the check creates the folder: its age tells an old install
+    check_writable(where)
     return MqttPublisher(m, labels=model.labels, model_name=model.bundle.name, model_sha=model.bundle.tflite_sha256,
-                         spool_path=state_dir / "spool.jsonl")
+                         spool_path=where / "spool.jsonl", device=device)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

@@ -204,7 +204,10 @@ class Daemon:
             self.notifier.progress()
 
     def _track_zeros(self, chunk: np.ndarray) -> None:
-        """Exact digital zeros for dead_after_seconds is a dead microphone, not a quiet room."""
+        """Exact digital zeros for dead_after_seconds is a dead microphone, not a quiet room. A recording
+        may hold digital silence (an edited file): only a live source is diagnosed."""
+        if not self.source.live:
+            return
         nonzero = np.flatnonzero(chunk)
         self._zero_run = self._zero_run + len(chunk) if len(nonzero) == 0 else len(chunk) - 1 - int(nonzero[-1])
         if self._zero_run >= self.settings.audio.dead_after_seconds * self.source.rate:
@@ -258,11 +261,20 @@ class Daemon:
         return msg
 
     def _status(self, text: str) -> None:
-        """STATUS= is the state, plus the broker's absence while it lasts (systemctl status shows it)."""
+        """STATUS= is the state, plus the broker's absence while it lasts and any client-id takeover
+        (systemctl status shows it)."""
         self._status_text = text
+        stats = self.publisher.stats()
         if not self._link_up:
-            text += f"; MQTT broker unreachable, {self.publisher.stats().get('queued', 0)} queued"
-        self.notifier.status(text)
+            text += f"; MQTT broker unreachable, {stats.get('queued', 0)} queued"
+        self.notifier.status(text + self.link_text(stats))
+
+    @staticmethod
+    def link_text(stats: dict[str, Any]) -> str:
+        """What STATUS= adds about a publisher whose client id another device also uses."""
+        n = stats.get("takeovers", 0)
+        return (f"; MQTT client id {stats.get('client_id')} taken over by another client {n} times: two devices "
+                "share one mqtt.device_id" if n else "")
 
     def _watch_link(self, now: float, refresh: bool) -> None:
         if self.publisher.wait_connected(0):
@@ -270,7 +282,8 @@ class Daemon:
         elif self._link_down_since is None:
             self._link_down_since = now
         up = self._link_down_since is None or now - self._link_down_since < LINK_GRACE_S
-        if up != self._link_up or (refresh and not up):  # while it is down, the queued count is refreshed
+        if up != self._link_up or (refresh and (not up or self.publisher.stats().get("takeovers", 0))):
+            # while it is down (or taken over), the counts are refreshed
             self._link_up = up
             self._status(self._status_text)
 
@@ -296,6 +309,8 @@ class Daemon:
             "queued": pub.get("queued", 0),
             "dropped": pub.get("dropped", 0),
             "reconnects": pub.get("reconnects", 0),
+            "takeovers": pub.get("takeovers", 0),
+            "spool_rejected": pub.get("spool_rejected", 0),
             "connected": pub.get("connected", False),
             "overruns": self.source.overruns,
             "uptime_s": round(time.monotonic() - self._started, 1),

@@ -12,7 +12,10 @@ mqtt#discovery-messages) and the schemas in homeassistant/components/mqtt/{senso
 - event: `event_types` (required); each payload is a JSON object with `event_type` in that list,
   the other keys become event attributes; retained event messages are ignored;
 - `default_entity_id` ("<domain>.<object id>") replaces `object_id`, which HA deprecated in 2025.10
-  and stops honouring in 2026.4.
+  and stops honouring in 2026.4;
+- `expire_after` (seconds) turns a sensor unavailable when no state arrives for that long: a retained
+  state from a daemon that is gone does not pass for the current one.
+Which Home Assistant version honours which key: README, "Home Assistant".
 Topics are <prefix>/<component>/<node id>/<object id>/config with ids in [a-zA-Z0-9_-].
 """
 
@@ -26,7 +29,7 @@ from .topics import Topics
 
 
 def discovery_configs(*, prefix: str, device_id: str, base: str, labels: tuple[str, ...], model_name: str,
-                      qos: int) -> list[tuple[str, dict[str, Any]]]:
+                      qos: int, expire_after: int) -> list[tuple[str, dict[str, Any]]]:
     """(topic, payload) of every entity of the device whose topics live under `base`."""
     states = list(dict.fromkeys((*labels, *STATES_BEYOND_LABELS)))
     topics = Topics.under(base)
@@ -47,11 +50,11 @@ def discovery_configs(*, prefix: str, device_id: str, base: str, labels: tuple[s
     return [
         entity("sensor", "emotion", "Emotion", device_class="enum", options=states, icon="mdi:emoticon-outline",
                state_topic=topics.state, value_template="{{ value_json.label }}",
-               json_attributes_topic=topics.state),
+               json_attributes_topic=topics.state, expire_after=expire_after),
         entity("sensor", "confidence", "Emotion confidence", unit_of_measurement="%", state_class="measurement",
                suggested_display_precision=0, icon="mdi:gauge", state_topic=topics.state,
                value_template="{{ 'None' if value_json.confidence is none "
-                              "else (value_json.confidence * 100) | round(1) }}"),
+                              "else (value_json.confidence * 100) | round(1) }}", expire_after=expire_after),
         entity("event", "emotion_change", "Emotion change", event_types=states, icon="mdi:swap-horizontal",
                state_topic=topics.event),
     ]

@@ -87,3 +87,9 @@ class ConfigError(MoodmicError):
 
 class BundleError(ConfigError):
     """A model bundle that is missing, corrupt or that this runtime cannot honour."""
+
+
+class InternalFault(MoodmicError):
+    """A thread of the daemon died: exit non-zero so that systemd restarts the service."""
+
+    exit_code = EXIT_SOFTWARE

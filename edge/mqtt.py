@@ -9,6 +9,19 @@ CONNACK, before anything newer: after a (re)connect the pump resumes only once t
 has queued the re-send. close() spools whatever is still unacknowledged; the next start() sends it
 first.
 
+MQTT 5 by default: its PUBACK carries a reason code, so a broker ACL that denies our topics is a
+configuration fault (exit 78, the messages spooled) instead of messages acknowledged and discarded, as
+a 3.1.1 broker does (mqtt.protocol: "3.1.1" remains for old brokers, with that limit).
+
+Two devices with one device id (two Pis named `raspberrypi` before edge.identity, or one config copied)
+take the client id from each other, and mosquitto 2.0 just closes the older connection. So each process
+claims the device: a retained `claim` message with its own id. On a reconnect it first reads the
+retained claim, then claims again; a claim by another process, made after this one started, is a
+takeover: logged once, counted in health (`takeovers`) and shown in STATUS=.
+
+Threads: check() raises InternalFault if paho's network thread or our delivery thread has died, so
+the daemon exits non-zero and systemd restarts it.
+
 Locking: `_cv` guards our state. Paho holds its own mutex while it calls on_publish, so nothing here
 calls into paho while holding `_cv` (that order would deadlock).
 """
@@ -18,22 +31,28 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import socket
 import ssl
 import sys
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
+from . import threads
 from .config import MqttSettings
 from .discovery import discovery_configs
 from .errors import ConfigError
+from .identity import device_identity
 from .schema import StateMessage
 from .topics import Topics, ha_status_topic
 
@@ -45,7 +64,12 @@ _FATAL_CONNACK = {
     133: "fix mqtt.client_id",
     134: "fix mqtt.username and the password (mqtt.password_file or $" + ENV_PASSWORD + ")",
     135: "fix mqtt.username and the password (mqtt.password_file or $" + ENV_PASSWORD + "), or the broker's ACL",
+    138: "the broker has banned this client; ask its administrator",
 }
+NOT_AUTHORIZED = 135  # an MQTT 5 PUBACK's reason code when the broker's ACL denies the topic
+CLOCK_SLACK_S = 5.0  # a claim stamped this long before our start is from a previous run, not a rival
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5: the broker keeps our session (as 3.1.1's clean_session=False)
+MAX_SPOOL_PAYLOAD = 1 << 20  # bytes; our own messages are a few hundred
 
 
 @dataclass(frozen=True)
@@ -54,8 +78,10 @@ class Tuning:
 
     inflight: int = 20  # our messages handed to paho and not yet acknowledged
     reconnect_min_s: float = 1.0  # paho doubles the delay after each failed attempt ...
-    reconnect_max_s: float = 30.0  # ... up to this
+    reconnect_max_s: float = 30.0  # ... up to this; each publisher stretches both by a random 0-50 % (jitter)
     connect_timeout_s: float = 5.0  # TCP connect + TLS handshake
+    # Home Assistant's `online` reaches every device at once: each answers after a random 0..this delay
+    discovery_jitter_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -66,18 +92,6 @@ class _Msg:
     qos: int
     from_spool: bool = False
     repeat: bool = False  # the last state again after a reconnect: counted as `resent`, never spooled
-
-
-def device_id(settings: MqttSettings) -> str:
-    """The configured device id, else the host name: lowercase, [a-z0-9_-] only (HA's id alphabet)."""
-    raw = settings.device_id or socket.gethostname().split(".")[0]
-    clean = re.sub(r"[^a-z0-9_-]+", "_", raw.lower()).strip("_")
-    if not clean:
-        if settings.device_id:
-            raise ConfigError(f"mqtt.device_id: {settings.device_id!r} has no letters or digits; "
-                              "use e.g. 'kitchen'")
-        return "moodmic"
-    return clean
 
 
 def read_password(settings: MqttSettings) -> str | None:
@@ -101,41 +115,53 @@ class MqttPublisher:
     """Publishes one device's availability, discovery, state, event and health messages."""
 
     def __init__(self, settings: MqttSettings, *, labels: tuple[str, ...], model_name: str, model_sha: str,
-                 spool_path: Path | None, tuning: Tuning = Tuning()) -> None:
+                 spool_path: Path | None, tuning: Tuning = Tuning(), device: str | None = None) -> None:
+        """`device`: this device's id (edge.identity); by default resolved from the settings and the
+        spool's folder (the state directory)."""
         self._s, self._t, self._spool_path = settings, tuning, spool_path
         self._model = f"{model_name} ({model_sha[:12]})"
-        self.device_id = device_id(settings)
+        self.device_id = device or device_identity(settings, spool_path.parent if spool_path else None)
         for key in ("base_topic", "discovery_prefix"):
-            if not getattr(settings, key) or re.search(r"[+#\x00]", getattr(settings, key)):
-                raise ConfigError(f"mqtt.{key}: {getattr(settings, key)!r} is not a topic (empty, or has + # NUL)")
+            value = getattr(settings, key)
+            if not value or re.search(r"[+#\x00]", value) or value.startswith("$"):
+                raise ConfigError(f"mqtt.{key}: {value[:60]!r} is not a topic for us (empty, has + # NUL, "
+                                  "or starts with $, which brokers keep for themselves)")
         base = f"{settings.base_topic}/{self.device_id}"
         self.topics = Topics.under(base)
         self._ha_status = ha_status_topic(settings.discovery_prefix)
         self._discovery = [(topic, json.dumps(payload)) for topic, payload in discovery_configs(
             prefix=settings.discovery_prefix, device_id=self.device_id, base=base, labels=labels,
-            model_name=model_name, qos=settings.qos)] if settings.discovery else []
+            model_name=model_name, qos=settings.qos, expire_after=expire_after(settings))] if settings.discovery else []
         self._client_id = settings.client_id or f"moodmic-{self.device_id}"
         self._client = self._make_client()
         self._cv = threading.Condition()
         self._queue: deque[_Msg] = deque()
         self._inflight: OrderedDict[int, _Msg] = OrderedDict()  # mid -> message, in the order handed
-        self._n = dict.fromkeys(("handed", "acked", "dropped", "reconnects", "spooled", "unspooled", "resent"), 0)
+        self._n = dict.fromkeys(("handed", "acked", "dropped", "reconnects", "spooled", "unspooled", "resent",
+                                 "spool_rejected", "takeovers"), 0)
         self._connected = self._ready = self._ever_connected = self._outage_logged = False
         self._stop = self._closing = self._handing = False
         self._refused: str | None = None
         self._last_state: _Msg | None = None
         self._birth_mid: int | None = None
+        self._own: dict[int, str] = {}  # mid -> topic of our birth and discovery messages (not in _inflight)
         self._early: set[int] = set()  # PUBACKs that beat the pump's bookkeeping of their mid
         self._epoch = 0  # connections so far: a QoS 0 hand that straddles a reconnect is re-queued
         self._spool_left = 0  # messages from the previous spool neither acknowledged nor dropped yet
         self._spool_loaded = False
         self._pump_thread: threading.Thread | None = None
+        self._net_thread: threading.Thread | None = None
+        self._claim_id, self._since = uuid.uuid4().hex[:12], round(time.time(), 3)
+        self._claim = json.dumps({"id": self._claim_id, "host": socket.gethostname(), "since": self._since})
 
     # -- set-up -------------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         s = self._s
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id,
-                             protocol=mqtt.MQTTv311, clean_session=False)  # the broker keeps our session
+        if s.protocol == "5":
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5)
+        else:  # the broker keeps our session
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv311,
+                                 clean_session=False)
         client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)
         password = read_password(s)
         if s.username:
@@ -159,7 +185,9 @@ class MqttPublisher:
         cap = self._t.inflight + len(self._discovery) + 8  # + birth, offline, repeat of the last state
         client.max_inflight_messages_set(cap)
         client.max_queued_messages_set(cap)
-        client.reconnect_delay_set(self._t.reconnect_min_s, self._t.reconnect_max_s)  # type: ignore[arg-type]
+        # Jitter: after a broker restart, a hundred devices must not reconnect in the same instant.
+        stretch = 1.0 + random.random() / 2
+        client.reconnect_delay_set(self._t.reconnect_min_s * stretch, self._t.reconnect_max_s * stretch)  # type: ignore[arg-type]
         client.connect_timeout = self._t.connect_timeout_s
         client.on_connect, client.on_connect_fail = self._on_connect, self._on_connect_fail
         client.on_disconnect, client.on_publish = self._on_disconnect, self._on_publish
@@ -170,12 +198,21 @@ class MqttPublisher:
         """Connect in the background (retrying forever with backoff) and start handing messages."""
         if self._pump_thread is not None:
             return
+        threads.install()
         self._unspool()
         s = self._s
-        _LOG.info("MQTT: publishing to %s/%s/* on %s:%d%s as client %s, model %s", s.base_topic, self.device_id,
-                  s.host, s.port, " (TLS)" if s.tls else "", self._client_id, self._model)
-        self._client.connect_async(s.host, s.port, keepalive=s.keepalive)
+        _LOG.info("MQTT %s: publishing to %s/%s/* on %s:%d%s as client %s, model %s", s.protocol, s.base_topic,
+                  self.device_id, s.host, s.port, " (TLS)" if s.tls else "", self._client_id, self._model)
+        if s.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+            self._client.connect_async(s.host, s.port, keepalive=s.keepalive, clean_start=False, properties=props)
+        else:
+            _LOG.warning("MQTT 3.1.1: a broker whose ACL denies our topics still acknowledges them; mqtt.protocol "
+                         "'5' reports that")
+            self._client.connect_async(s.host, s.port, keepalive=s.keepalive)
         self._client.loop_start()
+        self._net_thread = getattr(self._client, "_thread", None)  # paho forgets it when the thread ends
         self._pump_thread = threading.Thread(target=self._pump, name="moodmic-mqtt-pump", daemon=True)
         self._pump_thread.start()
 
@@ -203,13 +240,18 @@ class MqttPublisher:
             self._client.publish(self.topics.health, json.dumps(payload), qos=0, retain=False)
 
     def check(self) -> None:
+        """Raise what the daemon must exit on: a refusal (ConfigError, 78) or a dead thread (InternalFault, 70)."""
         with self._cv:
             if self._refused is not None:
                 raise ConfigError(self._refused)
+            if self._stop:
+                return
+        threads.check_alive(self._pump_thread, "MQTT delivery thread")
+        threads.check_alive(self._net_thread, "MQTT network thread (paho)")
 
     def stats(self) -> dict[str, Any]:
         with self._cv:
-            return {"connected": self._connected, "queued": len(self._queue), **self._n}
+            return {"connected": self._connected, "queued": len(self._queue), "client_id": self._client_id, **self._n}
 
     def close(self, timeout: float = 2.0) -> None:
         """Spool what is unacknowledged, publish `offline`, disconnect; returns within about `timeout`."""
@@ -223,11 +265,11 @@ class MqttPublisher:
         if self._pump_thread is not None:
             self._pump_thread.join(left())
             if connected:  # PUBACKs come in order: once `offline` is acknowledged, so is all before it
-                info = self._client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
                 try:
+                    info = self._client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
                     info.wait_for_publish(left() / 2)
-                except (RuntimeError, ValueError):
-                    pass
+                except Exception as exc:  # noqa: BLE001  (whatever paho does, the spool below must be written)
+                    _LOG.warning("MQTT: `offline` not published at close (%s)", exc)
             self._client.disconnect()
             stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
             stopper.start()
@@ -251,7 +293,8 @@ class MqttPublisher:
         while True:
             with self._cv:
                 self._cv.wait_for(lambda: self._stop or (self._spool_loaded and self._spool_left == 0) or (
-                    self._ready and bool(self._queue) and len(self._inflight) < self._t.inflight))
+                    self._ready and self._refused is None and bool(self._queue)
+                    and len(self._inflight) < self._t.inflight))
                 if self._stop:
                     return
                 if self._spool_loaded and self._spool_left == 0:  # all of it delivered: a crash must not resend
@@ -261,7 +304,13 @@ class MqttPublisher:
                 m, epoch = self._queue.popleft(), self._epoch
                 self._handing = True
                 self._early.clear()
-            info = self._client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+            try:
+                info = self._client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+            except BaseException:  # the thread dies (check() reports it); the message is kept for the spool
+                with self._cv:
+                    self._handing = False
+                    self._queue.appendleft(m)
+                raise
             with self._cv:
                 self._handing = False
                 lost = m.qos == 0 and (info.rc != mqtt.MQTT_ERR_SUCCESS or epoch != self._epoch)
@@ -306,24 +355,49 @@ class MqttPublisher:
         birth = client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         with self._cv:  # its PUBACK cannot be handled before this callback returns
             self._birth_mid = birth.mid
+            self._own[birth.mid] = self.topics.availability
+            first = self._n["reconnects"] == 0
         self._send_discovery()
-        client.subscribe(self._ha_status, qos=1)
+        # The broker handles these in order. First connect: claim, then read (our own claim comes back).
+        # Later: read the claim first, so a rival's claim since our last connect is seen, then claim again.
+        if first:
+            client.publish(self.topics.claim, self._claim, qos=1, retain=True)
+        client.subscribe([(self._ha_status, 1), (self.topics.claim, 1)])
+        if not first:
+            client.publish(self.topics.claim, self._claim, qos=1, retain=True)
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason: mqtt.ReasonCode,
                     _props: Any) -> None:
+        # Reason codes are MQTT 5's; a 3.1.1 broker acknowledges even what its ACL discards.
+        if reason.is_failure and reason.value == NOT_AUTHORIZED:
+            with self._cv:
+                topic = self._own.get(mid) or (m.topic if (m := self._inflight.get(mid)) else None)
+            if topic is not None:  # kept in flight, so close() spools it for the start after the fix
+                self._refuse(self._denied(topic, reason))
+                return
         with self._cv:
+            own = self._own.pop(mid, None)
             if mid == self._birth_mid:
                 self._birth_mid, self._ready = None, True
                 self._cv.notify_all()
+            elif own is not None:
+                pass  # a discovery config, acknowledged
             elif (m := self._inflight.pop(mid, None)) is not None:
-                if reason.is_failure:  # MQTT 5 only; a 3.1.1 broker acknowledges even what it discards
-                    _LOG.warning("MQTT broker rejected a message on %s (%s)", m.topic, reason)
+                if reason.is_failure:  # e.g. quota exceeded: the broker will not take this one
+                    _LOG.warning("MQTT broker rejected a message on %s (%s); counted as dropped", m.topic, reason)
                     self._n["dropped"] += 1
                     self._cv.notify_all()
                 else:
                     self._acked(m)
             elif self._handing:
                 self._early.add(mid)
+
+    def _denied(self, topic: str, reason: mqtt.ReasonCode) -> str:
+        s = self._s
+        user = f"user {s.username}" if s.username else "anonymous clients"
+        discovery = f" and {s.discovery_prefix}/# (or set mqtt.discovery: false)" if s.discovery else ""
+        return (f"MQTT broker {s.host}:{s.port} denied our publish to {topic} ({reason}): its ACL must let {user} "
+                f"write {s.base_topic}/{self.device_id}/#{discovery}; fix the broker's ACL, or mqtt.username")
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: mqtt.ReasonCode,
                        _props: Any) -> None:
@@ -357,13 +431,37 @@ class MqttPublisher:
             return first
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == self._ha_status and msg.payload == ONLINE.encode():
-            _LOG.info("Home Assistant is online: discovery re-sent")
-            self._send_discovery()
+        if msg.topic == self.topics.claim:
+            self._check_claim(bytes(msg.payload))
+        elif msg.topic == self._ha_status and msg.payload == ONLINE.encode() and self._discovery:
+            delay = random.uniform(0, self._t.discovery_jitter_s)  # not all devices in one burst
+            _LOG.info("Home Assistant is online: discovery re-sent in %.1f s", delay)
+            timer = threading.Timer(delay, self._send_discovery)
+            timer.daemon = True
+            timer.start()
+
+    def _check_claim(self, payload: bytes) -> None:
+        try:
+            claim = json.loads(payload)
+            rival, since = claim["id"] != self._claim_id, float(claim["since"])
+        except (ValueError, KeyError, TypeError):
+            return  # not a claim of ours (someone else's message on our topic): nothing to compare
+        if not rival or since < self._since - CLOCK_SLACK_S:
+            return
+        with self._cv:
+            self._n["takeovers"] += 1
+            first = self._n["takeovers"] == 1
+        if first:  # then only counted (health, STATUS=): the two keep taking the device from each other
+            _LOG.error("MQTT: another moodmic (host %s) publishes as device %s with client id %s: two devices share "
+                       "one mqtt.device_id; give each its own (counted in health as takeovers)",
+                       str(claim.get("host"))[:64], self.device_id, self._client_id)
 
     def _send_discovery(self) -> None:
         for topic, payload in self._discovery:
-            self._client.publish(topic, payload, qos=1, retain=True)
+            info = self._client.publish(topic, payload, qos=1, retain=True)
+            with self._cv:
+                if info.rc == mqtt.MQTT_ERR_SUCCESS and not self._closing:
+                    self._own[info.mid] = topic
 
     def _refuse(self, message: str) -> None:
         """A refusal retrying cannot fix: log it once, stop retrying, and let check() raise."""
@@ -378,8 +476,9 @@ class MqttPublisher:
     def _unspool(self) -> None:
         if self._spool_path is None or not self._spool_path.is_file():
             return
-        loaded = _load_spool(self._spool_path)
+        loaded, rejected = _load_spool(self._spool_path)
         with self._cv:
+            self._n["spool_rejected"] += rejected
             both = [*loaded, *self._queue]
             excess = max(0, len(both) - self._s.queue_size)
             self._n["dropped"] += excess
@@ -388,20 +487,51 @@ class MqttPublisher:
         _LOG.info("MQTT: %d undelivered messages from %s are sent first", len(loaded), self._spool_path)
 
 
-def _load_spool(path: Path) -> list[_Msg]:
+def expire_after(settings: MqttSettings) -> int:
+    """Home Assistant's `expire_after` for the sensors: three missed state heartbeats, and a state from a
+    daemon that is gone (or from a previous boot, retained) turns unavailable instead of looking current."""
+    return int(3 * settings.state_interval + 0.999)
+
+
+def _spool_message(line: str) -> _Msg:
+    """One spool line as a message; ValueError saying what is wrong with it."""
+    d = json.loads(line)
+    if not isinstance(d, dict):
+        raise ValueError("not a JSON object")
+    topic, payload, retain, qos = (d.get(k) for k in ("topic", "payload", "retain", "qos"))
+    if not isinstance(topic, str) or not topic or re.search(r"[+#\x00]", topic) or len(topic.encode()) > 65535:
+        raise ValueError("no valid topic")
+    if not isinstance(payload, str) or len(payload) > MAX_SPOOL_PAYLOAD:
+        raise ValueError("no text payload")
+    if not isinstance(retain, bool) or qos not in (0, 1) or isinstance(qos, bool):
+        raise ValueError("retain must be true/false and qos 0 or 1")
+    return _Msg(topic, payload, retain, qos, from_spool=True)
+
+
+def _load_spool(path: Path) -> tuple[list[_Msg], int]:
+    """(the spool's messages, how many lines were set aside). A line that is not one of our messages
+    (hand-edited, truncated, corrupted) would otherwise reach paho and kill the delivery thread: it is
+    logged, counted and appended to spool.rejected.jsonl beside the spool, as it was."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
         _LOG.error("MQTT: spool %s cannot be read (%s); its messages are lost", path, exc)
-        return []
-    out = []
-    for line in lines:
+        return [], 0
+    out, rejected = [], []
+    for n, line in enumerate(lines, 1):
         try:
-            d = json.loads(line)
-            out.append(_Msg(str(d["topic"]), str(d["payload"]), bool(d["retain"]), int(d["qos"]), from_spool=True))
-        except (ValueError, KeyError, TypeError):
-            _LOG.warning("MQTT: spool %s: skipped an unreadable line", path)
-    return out
+            out.append(_spool_message(line))
+        except ValueError as exc:  # json.JSONDecodeError is one
+            why = str(exc).split(":")[0]
+            _LOG.warning("MQTT: spool %s line %d set aside (%s) in %s", path, n, why, path.with_suffix(".rejected.jsonl"))
+            rejected.append(line)
+    if rejected:
+        try:
+            with open(path.with_suffix(".rejected.jsonl"), "a", encoding="utf-8") as f:
+                f.writelines(line + "\n" for line in rejected)
+        except OSError as exc:
+            _LOG.error("MQTT: %d rejected spool lines could not be kept (%s)", len(rejected), exc)
+    return out, len(rejected)
 
 
 def _save_spool(path: Path | None, msgs: list[_Msg]) -> bool:

@@ -13,6 +13,7 @@ class Topics:
     state: str  # the smoothed state, retained
     event: str  # one message per label change
     health: str  # the daemon's counters, QoS 0
+    claim: str  # which process publishes as this device, retained: a second one is reported (edge.mqtt)
 
     @classmethod
     def under(cls, base: str) -> Topics:

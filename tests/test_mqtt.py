@@ -24,14 +24,15 @@ import pytest
 from edge import __version__
 from edge.config import MqttSettings
 from edge.errors import ConfigError
-from edge.mqtt import MqttPublisher, Tuning, device_id, read_password
+from edge.identity import device_identity
+from edge.mqtt import MqttPublisher, Tuning, read_password
 from edge.schema import SILENCE, UNCERTAIN, StateMessage
 
 from broker import Broker, Recorder, broker_fixture, make_ca  # noqa: F401  (the `broker` fixture)
 from conftest import REPO, wait_until
 
 LABELS = ("angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised")
-FAST = Tuning(reconnect_min_s=0.1, reconnect_max_s=0.5, connect_timeout_s=1.0)
+FAST = Tuning(reconnect_min_s=0.1, reconnect_max_s=0.5, connect_timeout_s=1.0, discovery_jitter_s=0.5)
 BASE = "moodmic/test"
 
 
@@ -79,11 +80,14 @@ def in_order_once_at_least(got: list[int]) -> list[int]:
 
 
 # -- settings helpers ---------------------------------------------------------------------------------
-def test_device_id_is_sanitised() -> None:
+def test_device_id_is_sanitised(tmp_path: Path) -> None:
+    def device_id(s: MqttSettings) -> str:
+        return device_identity(s, None)
+
     assert device_id(MqttSettings(device_id="Kitchen Pi #2")) == "kitchen_pi_2"
     assert device_id(MqttSettings(device_id="den-1")) == "den-1"
     import re
-    assert re.fullmatch(r"[a-z0-9_-]+", device_id(MqttSettings()))  # the host name
+    assert re.fullmatch(r"[a-z0-9_-]+-[0-9a-f]{6}", device_id(MqttSettings()))  # the host name + machine hash
     with pytest.raises(ConfigError, match="mqtt.device_id"):
         device_id(MqttSettings(device_id="!!!"))
 
@@ -120,7 +124,8 @@ def test_topics_payloads_retained_flags_and_availability(broker: Broker, make_pu
     pub.publish_state(s2)
     pub.publish_event(s2.event("happy"))
     pub.publish_health({"consumed": 10, "gated": 4, "inferred": 6})
-    assert rec.wait_for(lambda ms: len([m for m in ms if m.topic != f"{BASE}/availability"]) >= 5, 5)
+    own = (f"{BASE}/availability", f"{BASE}/claim")  # published by the publisher itself at connect
+    assert rec.wait_for(lambda ms: len([m for m in ms if m.topic not in own]) >= 5, 5)
     assert [m.text() for m in rec.on(f"{BASE}/availability")] == ["online"]
     states = [json.loads(m.payload) for m in rec.on(f"{BASE}/state")]
     assert states == [s1.to_dict(), s2.to_dict()]
@@ -131,7 +136,7 @@ def test_topics_payloads_retained_flags_and_availability(broker: Broker, make_pu
     assert wait_until(lambda: pub.stats()["acked"] == 4, 5)
     st = pub.stats()
     assert set(st) == {"connected", "queued", "handed", "acked", "dropped", "reconnects", "spooled", "unspooled",
-                       "resent"}
+                       "resent", "spool_rejected", "takeovers", "client_id"}
     assert st["connected"] and (st["handed"], st["queued"], st["dropped"], st["reconnects"]) == (4, 0, 0, 0)
 
     pub.close()
@@ -141,7 +146,10 @@ def test_topics_payloads_retained_flags_and_availability(broker: Broker, make_pu
     retained = lambda ms: {m.topic: m.text() for m in ms if m.retain}  # noqa: E731
     expected = {f"{BASE}/availability": "offline", f"{BASE}/state": json.dumps(s2.to_dict())}
     # the broker sends every retained message at once on SUBACK: one too many never equals `expected`
-    assert late.wait_for(lambda ms: retained(ms) == expected, 5), retained(late.messages)
+    assert late.wait_for(lambda ms: len(retained(ms)) == 3, 5), retained(late.messages)
+    claim = json.loads(retained(late.messages).pop(f"{BASE}/claim"))
+    assert set(claim) == {"id", "host", "since"} and abs(claim["since"] - time.time()) < 60
+    assert {k: v for k, v in retained(late.messages).items() if k != f"{BASE}/claim"} == expected
     late.stop()
     rec.stop()
     lines = [r.getMessage() for r in caplog.records if r.name == "edge.mqtt"]
@@ -197,9 +205,12 @@ def test_discovery_payloads_topics_and_resend_on_ha_online(broker: Broker, make_
     emotion = configs["homeassistant/sensor/test/emotion/config"]
     assert emotion["device_class"] == "enum" and emotion["options"] == options
     assert "unit_of_measurement" not in emotion and "state_class" not in emotion  # HA rejects them with options
+    # three missed heartbeats (mqtt.state_interval) and a stale retained state turns unavailable
+    assert emotion["expire_after"] == 3 * MqttSettings().state_interval
     assert emotion["json_attributes_topic"] == f"{BASE}/state"
     confidence = configs["homeassistant/sensor/test/confidence/config"]
     assert confidence["unit_of_measurement"] == "%" and confidence["state_class"] == "measurement"
+    assert confidence["expire_after"] == emotion["expire_after"]
     event = configs["homeassistant/event/test/emotion_change/config"]
     assert event["event_types"] == options and event["state_topic"] == f"{BASE}/event"
     assert len({c["unique_id"] for c in configs.values()}) == 3
@@ -227,7 +238,7 @@ def test_discovery_templates_render_as_home_assistant_would() -> None:
     from edge.discovery import discovery_configs
 
     configs = dict(discovery_configs(prefix="homeassistant", device_id="test", base=BASE, labels=LABELS,
-                                     model_name="tiny", qos=1))
+                                     model_name="tiny", qos=1, expire_after=180))
     env = jinja2.Environment()
 
     def render(object_id: str, msg: StateMessage) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_mqtt import LABELS, state
 
 from edge.config import MqttSettings
 from edge.errors import EXIT_CONFIG, EXIT_SOFTWARE
@@ -20,7 +21,6 @@ from edge.mqtt import MqttPublisher, Tuning
 
 from broker import Broker, Recorder, broker_fixture, daemon_config  # noqa: F401  (the `broker` fixture)
 from conftest import run_moodmic, wait_until
-from test_mqtt import LABELS, state
 
 FAST = Tuning(reconnect_min_s=0.1, reconnect_max_s=0.5, connect_timeout_s=1.0)
 CLOSED = re.compile(r"MQTT closed: (\d+) acknowledged, (\d+) dropped, (\d+) spooled")
@@ -57,14 +57,16 @@ def error_lines(stderr: str) -> list[str]:
 def test_an_acl_denying_our_topics_exits_78_naming_the_topic_and_loses_nothing(tmp_path: Path) -> None:
     """mosquitto logs "Denied PUBLISH"; under MQTT 3.1.1 it still PUBACKs, so the daemon used to count the
     messages as delivered and exit 0. MQTT 5's PUBACK says "Not authorized": a configuration fault."""
-    acl = "user moodmic\ntopic read moodmic/#\ntopic readwrite homeassistant/#"
+    # its availability may be written (so the daemon gets going), its states and events may not
+    acl = ("user moodmic\ntopic read moodmic/#\ntopic readwrite moodmic/testpi/availability\n"
+           "topic readwrite homeassistant/#")
     with Broker(tmp_path / "b", users={"moodmic": "pw"}, acl=acl) as b:
         cfg = daemon_config(tmp_path / "c.yaml", b, username="moodmic")
         proc = run_moodmic("run", "--config", str(cfg), "--sample", "--fast", "--mqtt", "on",
                            env={"MOODMIC_MQTT_PASSWORD": "pw"}, timeout=90)
         assert proc.returncode == EXIT_CONFIG, proc.stderr
         (line,) = error_lines(proc.stderr)
-        assert "not authorized" in line.lower() and "moodmic/testpi/" in line and "ACL" in line, line
+        assert "not authorized" in line.lower() and "moodmic/testpi/state" in line and "ACL" in line, line
         acked, dropped, spooled = map(int, CLOSED.findall(proc.stderr)[-1])
         spool = tmp_path / "state" / "spool.jsonl"
         assert acked == 0 and dropped == 0 and spooled >= 1  # every state kept for the next start
@@ -263,9 +265,9 @@ def test_a_forced_takeover_is_reported_in_one_log_line(broker: Broker, caplog: p
         finally:
             second.close(1.0)
             first.close(1.0)
-    lines = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if "publishes as device" in r.getMessage()]
     assert len(lines) == 2, lines  # one per publisher, not one per takeover
-    assert all("moodmic-kitchen" in line and "mqtt.device_id" in line for line in lines)
+    assert all("moodmic-kitchen" in line and "mqtt.device_id" in line and "kitchen" in line for line in lines)
 
 
 def test_the_health_message_and_status_say_so_after_a_takeover(broker: Broker) -> None:
