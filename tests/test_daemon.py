@@ -366,3 +366,15 @@ def test_run_writes_no_file_checked_with_strace(tmp_path, ravdess):
     # the parser does see writes when there are some
     assert files_opened_for_writing('123 openat(AT_FDCWD, "/x/spool.jsonl", O_WRONLY|O_CREAT|O_TRUNC, 0600) = 3') \
         == ["/x/spool.jsonl"]
+
+
+def test_readme_documents_every_key_of_the_health_message():
+    import re
+
+    daemon, _, _ = run_daemon(GeneratorSource(chunks(speechlike(3.0)), SR, SR))
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("Health message keys:"):]
+    section = section[: section.index("\n\n")]
+    documented = set(re.findall(r"`([a-z_]+)`", section))
+    missing = set(daemon.health()) - documented
+    assert not missing, f"README's health keys lack {sorted(missing)}"
