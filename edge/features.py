@@ -24,6 +24,7 @@ from .errors import BundleError
 
 FEATURE_VERSION = 1
 RMS_FLOOR_DBFS = -120.0  # reported for exact digital silence instead of -inf
+CHUNK_FRAMES = 2048  # frames per FFT batch (41 s at 20 ms): bounds the memory of a long clip's frontend
 _POWER_CAP = float(np.finfo(np.float32).max) / 4096  # a mel band sums far fewer bins than this
 
 # What this frontend computes, the one table of it: every numeric parameter's range (inclusive). A bundle outside
@@ -208,6 +209,10 @@ class Frontend:
         count = self.n_frames_for(len(audio))
         if count == 0:
             return np.empty((0, p.n_mels), np.float32), np.empty((0,), np.float32)
+        if count > CHUNK_FRAMES:  # a long clip in pieces: its FFT would otherwise take ~1 MB per second of audio
+            parts = [self.frames(audio[i * p.hop_length : (min(i + CHUNK_FRAMES, count) - 1) * p.hop_length + p.n_fft])
+                     for i in range(0, count, CHUNK_FRAMES)]
+            return np.concatenate([m for m, _ in parts]), np.concatenate([ms for _, ms in parts])
         framed = np.lib.stride_tricks.as_strided(
             audio, shape=(count, p.n_fft), strides=(audio.strides[0] * p.hop_length, audio.strides[0]), writeable=False
         )
