@@ -48,6 +48,7 @@ from fleet_lib import (  # noqa: E402
     Member,
     ProcSampler,
     build_wavs,
+    export_code,
     ledger,
     log_times,
     peak_rate,
@@ -66,13 +67,16 @@ WAVS = 4
 
 
 def fleet(daemons: int, minutes: float, kills: int, *, down_s: float = 5.0, hop_seconds: float = 1.0,
-          health_interval: float = 10.0, start_gap_s: float = 0.2, workdir: Path | None = None, log=print) -> dict:
-    """Run one fleet; returns its figures, per daemon and per restart, and `ok`."""
+          health_interval: float = 10.0, start_gap_s: float = 0.2, commit: str | None = None,
+          workdir: Path | None = None, log=print) -> dict:
+    """Run one fleet; returns its figures, per daemon and per restart, and `ok`. With `commit`, the daemons
+    run edge/ exported from that commit instead of this working tree."""
     if not (RAVDESS / "manifest.csv").is_file():
         raise SystemExit(f"fleet: the RAVDESS corpus is not at {RAVDESS}")
-    version = code_version()
     tmp = Path(workdir or tempfile.mkdtemp(prefix="moodmic-fleet-"))
     tmp.mkdir(parents=True, exist_ok=True)
+    code = REPO if commit is None else tmp / "code"
+    version = code_version() if commit is None else export_code(commit, code)
     measured = minutes * 60
     # the audio outlasts start-up (staggered), the measured minutes and the stop
     wavs = build_wavs(tmp, RAVDESS, daemons * start_gap_s + measured + 120, WAVS)
@@ -82,8 +86,8 @@ def fleet(daemons: int, minutes: float, kills: int, *, down_s: float = 5.0, hop_
     sampler = ProcSampler(every=2.0).start()
     sampler.watch("broker", broker.proc.pid)
     sampler.watch("harness", os.getpid())
-    members = [Member(f"fleet-{i:03d}", tmp / f"d{i:03d}" / "config.yaml", wavs[i % WAVS], tmp / f"d{i:03d}" / "log")
-               for i in range(daemons)]
+    members = [Member(f"fleet-{i:03d}", tmp / f"d{i:03d}" / "config.yaml", wavs[i % WAVS], tmp / f"d{i:03d}" / "log",
+                      cwd=code) for i in range(daemons)]
     restarts: list[dict] = []
     t_ha = None
     try:
@@ -182,7 +186,7 @@ def fleet(daemons: int, minutes: float, kills: int, *, down_s: float = 5.0, hop_
     res = {
         "run": f"{daemons} daemons, {minutes:g} min, {kills} broker SIGKILL{'s' if kills != 1 else ''}",
         "command": f"python scripts/fleet.py --daemons {daemons} --minutes {minutes:g} --kills {kills}"
-                   + (f" --down {down_s:g}" if down_s != 5.0 else ""),
+                   + (f" --down {down_s:g}" if down_s != 5.0 else "") + (f" --commit {version}" if commit else ""),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "code": version,
         "daemons": daemons, "minutes": minutes, "kills": kills, "down_s": down_s, "hop_s": hop_seconds,
         "start_s": round(t0 - t_launch, 1), "stop_s": round(t_stopped - t1, 1), **tot,
@@ -286,11 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=1.0, help="measured minutes once all are online (default 1)")
     ap.add_argument("--kills", type=int, default=1, help="broker SIGKILL + restarts, evenly spaced (default 1)")
     ap.add_argument("--down", type=float, default=5.0, help="seconds the broker stays down each time (default 5)")
+    ap.add_argument("--commit", help="run the daemons from edge/ as committed at this revision (default: the working tree)")
     ap.add_argument("--workdir", type=Path, help="keep WAVs, configs and logs here (default: a temp folder)")
     ap.add_argument("--out", type=Path, help="update the fleet section of this file (RELIABILITY.md)")
     ap.add_argument("--json", type=Path, help="write the figures as JSON")
     a = ap.parse_args(argv)
-    r = fleet(a.daemons, a.minutes, a.kills, down_s=a.down, workdir=a.workdir)
+    r = fleet(a.daemons, a.minutes, a.kills, down_s=a.down, commit=a.commit, workdir=a.workdir)
     print(render([r]))
     for name, ok in r["checks"].items():
         print(f"{'ok  ' if ok else 'FAIL'} {name}")

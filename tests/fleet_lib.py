@@ -73,6 +73,7 @@ class Member:
     cfg: Path
     wav: Path
     log: Path
+    cwd: Path = REPO  # where `python -m edge.cli` finds edge/ (an exported commit, see export_code)
     proc: subprocess.Popen | None = None
     started: float = 0.0
 
@@ -80,7 +81,7 @@ class Member:
         with open(self.log, "w") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge.cli", "run", "--config", str(self.cfg), "--source", f"file:{self.wav}",
-                 "--mqtt", "on"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
+                 "--mqtt", "on"], cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=err)
         self.started = time.time()
         return self
 
@@ -108,6 +109,17 @@ def stop_all(members: list[Member], timeout: float = 60.0, batch: int = 10, paus
             m.proc.wait()
 
 
+def export_code(rev: str, dest: Path) -> str:
+    """edge/ as committed at `rev`, extracted into dest (the daemons run from there, not from a working tree
+    that others may be editing); returns the short commit id."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", sha, "edge"], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return sha
+
+
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -131,6 +143,7 @@ class FleetRecorder(Recorder):
         self.avail: dict[str, list[tuple[float, str, bool]]] = defaultdict(list)  # device -> (t, payload, retained)
         self.health: dict[str, list[tuple[float, dict]]] = defaultdict(list)
         self.discovery: list[tuple[float, str, bool]] = []  # (t, topic, retained)
+        self.other: list[tuple[float, str, bytes]] = []  # (t, topic, payload) of anything else ($SYS, say)
         self.arrivals: list[float] = []
         self.connects: list[float] = []
 
@@ -155,6 +168,8 @@ class FleetRecorder(Recorder):
                     self.health[dev].append((t, json.loads(msg.payload)))
             elif parts[0] == "homeassistant" and parts[-1] == "config":
                 self.discovery.append((t, msg.topic, bool(msg.retain)))
+            else:
+                self.other.append((t, msg.topic, bytes(msg.payload)))
             self._cv.notify_all()
 
     def online_since(self, t0: float) -> dict[str, float]:
