@@ -72,3 +72,16 @@ def test_copies_draw_noise_from_the_training_pool_only(tmp_path):
                 assert band_energy(out, hz) < 1e-3, (k, pool)
         noisy += band_energy(out, POOL_TONES_HZ[POOL]) > 0.05
     assert 20 <= noisy <= 40  # most copies carry noise (NOISE_P), always the training pool's
+
+
+def test_rooms_without_room_noise_is_refused_before_any_training(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "cv", "--rooms", "2", "--data", str(tmp_path),
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("see corpora/README.md)")
+    assert "--room-noise" in proc.stderr and not (tmp_path / "run").exists()

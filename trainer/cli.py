@@ -239,6 +239,9 @@ def run(argv: list[str] | None = None) -> None:
         ensemble_run(args.cv_dir, args.out, argv=argv)
         return
     settings, explicit = _settings(args)
+    if settings.augment.rooms > 0 and not settings.augment.room_noise:  # else every copy fails an hour in
+        raise UsageError("--rooms N needs --room-noise DIR (noise folders prepared by `python -m corpora.prepare`, "
+                         "see corpora/README.md)")
     resume = getattr(args, "resume", False)
     if resume and "out" not in explicit:
         raise UsageError("--resume needs --out RUN, the run to continue")
