@@ -59,3 +59,27 @@ def test_no_threshold_when_the_rule_cannot_be_met_and_clear_errors(tmp_path):
         read_abstain(tmp_path / ABSTAIN_FILE)  # nothing to put in a bundle
     with pytest.raises(UsageError, match="no validation results for condition 'reverb'"):
         choose(tmp_path, "reverb")
+
+
+def replay(root: Path, p: float, room_wrong: float | None, part: str = "validation") -> None:
+    d = root / f"val-{p}"
+    d.mkdir(parents=True)
+    summary = {"clean": {"coverage": [1 - p, 0.05], "wrong": [0.3, 0.1], "folds": 5},
+               "room": {"coverage": [0.5 - p, 0.05], "wrong": None if room_wrong is None else [room_wrong, 0.05],
+                        "folds": 5}}
+    (d / "replay.json").write_text(json.dumps({"part": part, "abstain_below": p, "summary": summary}))
+
+
+def test_the_threshold_from_daemon_replays_of_validation_actors(tmp_path):
+    from trainer.abstain import choose_any
+
+    for p, w in ((0.25, 0.45), (0.3, 0.36), (0.35, 0.32), (0.4, 0.30), (0.5, None)):
+        replay(tmp_path, p, w)
+    result = choose_any(tmp_path)
+    assert result["abstain_below"] == 0.35  # the smallest P at most 1/3 wrong; 0.4 is also, 0.3 is not
+    assert json.loads((tmp_path / ABSTAIN_FILE).read_text())["abstain_below"] == 0.35
+    assert read_abstain(tmp_path / ABSTAIN_FILE)["abstain_below"] == 0.35  # what moodmic-convert --abstain reads
+    assert choose_any(tmp_path, max_wrong=0.2)["abstain_below"] is None
+    replay(tmp_path / "mixed", 0.3, 0.1, part="test")
+    with pytest.raises(UsageError, match="validation actors only"):
+        choose_any(tmp_path / "mixed")

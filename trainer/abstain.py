@@ -1,6 +1,7 @@
 """The abstention threshold: below which top probability the device says "uncertain", chosen on validation.
 
     moodmic-train abstain CONDITIONS_DIR [--max-wrong 0.33] [--condition room]
+    moodmic-train abstain SWEEP_DIR ...     (folders of `moodmic-train replay --part validation --abstain-below P`)
 
 Reads the per-clip results `moodmic-train conditions` cached (every fold's validation actors under the
 validation pool's rooms and noise, and its test actors under the evaluation pool's), spoken clips only
@@ -13,7 +14,11 @@ The result goes to CONDITIONS_DIR/abstain.json; `moodmic-convert --abstain FILE`
 the bundle (output.abstain_below).
 
 A clip's mean stands in for the daemon's smoothed window probabilities here; the daemon's own coverage
-on long replays is the measure that counts (issue [10], stage 5).
+on long replays is the measure that counts (issue [10], stage 5). So the same rule also reads a sweep:
+SWEEP_DIR/*/replay.json, each the validation actors replayed through the daemon under the validation
+pool with one threshold P; it takes the smallest P whose mean (over folds) wrong share of the published
+time in `--condition` is at most `--max-wrong`. The daemon covers less than the clips' means suggest
+(its smoothed windows are less sure than a clip's mean), which is why this is the one to ship.
 """
 
 from __future__ import annotations
@@ -84,6 +89,50 @@ def choose(conditions_dir: str | Path, condition: str = "room", max_wrong: float
               f"(wrong {v[condition]['wrong']:.2f}), clean {v.get('clean', {}).get('coverage', float('nan')):.2f}",
               file=sys.stderr)
     return result
+
+
+def choose_from_replays(sweep_dir: str | Path, condition: str = "room", max_wrong: float = 1 / 3) -> dict[str, Any]:
+    """The rule on daemon replays of the validation actors (a threshold sweep); writes SWEEP_DIR/abstain.json."""
+    sweep_dir = Path(sweep_dir)
+    rows = []
+    for path in sorted(sweep_dir.glob("*/replay.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("part") != "validation" or data.get("abstain_below") is None:
+            raise UsageError(f"{path}: not a validation replay with --abstain-below; a threshold is chosen on the "
+                             "validation actors only")
+        summary = {name: {"coverage": v["coverage"][0], "wrong": v["wrong"][0] if v["wrong"] else None}
+                   for name, v in data["summary"].items()}
+        rows.append((float(data["abstain_below"]), summary, str(path.parent)))
+    if not rows or condition not in rows[0][1]:
+        raise UsageError(f"{sweep_dir}: no validation replays of condition {condition!r}; run moodmic-train replay "
+                         "--part validation --abstain-below P --out SWEEP_DIR/P for several P")
+    rows.sort(key=lambda r: r[0])
+    ok = [r for r in rows if (w := r[1][condition]["wrong"]) is not None and w <= max_wrong]
+    chosen = ok[0] if ok else None
+    result = {
+        "abstain_below": chosen[0] if chosen else None,
+        "rule": f"smallest swept P with at most {max_wrong:.3f} of the published time wrong in {condition!r} "
+                "(daemon replays of the validation actors, mean over folds)",
+        "condition": condition, "max_wrong": max_wrong, "source": str(sweep_dir),
+        "sweep": {f"{p:g}": summary for p, summary, _ in rows},
+    }
+    where = sweep_dir / ABSTAIN_FILE
+    where.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if chosen is None:
+        print(f"{where}: no swept threshold brings {condition!r} to at most {max_wrong:.2f} wrong", file=sys.stderr)
+    else:
+        c = chosen[1][condition]
+        print(f"{where}: abstain below {chosen[0]:g}; validation {condition} coverage {c['coverage']:.2f} "
+              f"(wrong {c['wrong']:.2f})", file=sys.stderr)
+    return result
+
+
+def choose_any(folder: str | Path, condition: str = "room", max_wrong: float = 1 / 3) -> dict[str, Any]:
+    """A conditions folder (clip rule) or a sweep of validation replays (daemon rule)."""
+    folder = Path(folder)
+    if any(folder.glob("*/replay.json")):
+        return choose_from_replays(folder, condition, max_wrong)
+    return choose(folder, condition, max_wrong)
 
 
 def read_abstain(path: str | Path) -> dict[str, Any]:

@@ -159,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--abstain-below", type=float, metavar="P",
                    help="this abstention threshold instead of the bundles' (a sweep on the validation actors)")
     p = sub.add_parser("abstain", help="the abstention threshold, chosen on the validation actors in rooms and noise")
-    p.add_argument("conditions_dir", metavar="CONDITIONS_DIR", help="an output folder of moodmic-train conditions")
+    p.add_argument("conditions_dir", metavar="CONDITIONS_DIR", help="an output folder of moodmic-train conditions, or "
+                   "of validation replays, one subfolder per --abstain-below P (the daemon's rule)")
     p.add_argument("--condition", default="room", help="the condition whose wrong share is bounded (default room)")
     p.add_argument("--max-wrong", type=float, default=1 / 3,
                    help="most wrong share of the covered validation speech clips in that condition (default 1/3)")
@@ -229,9 +230,9 @@ def run(argv: list[str] | None = None) -> None:
                         abstain_below=args.abstain_below)
         return
     if args.command == "abstain":
-        from .abstain import choose
+        from .abstain import choose_any
 
-        choose(args.conditions_dir, args.condition, args.max_wrong)
+        choose_any(args.conditions_dir, args.condition, args.max_wrong)
         return
     if args.command == "ensemble":
         from .ensemble import ensemble_run
