@@ -42,8 +42,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .config import shown
-from .errors import BundleError
+from .errors import BundleError, shown
 from .features import FeatureParams
 from .interpreter import TensorSpec, TFLiteModel
 

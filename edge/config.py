@@ -16,7 +16,6 @@ import difflib
 import math
 import os
 import re
-import reprlib
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -25,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, shown
 
 SYSTEM_CONFIG = Path("/etc/moodmic/config.yaml")
 ENV_CONFIG = "MOODMIC_CONFIG"
@@ -57,22 +56,6 @@ def _topic_rule(value: str) -> str | None:
     if "" in value.split("/"):
         return "has an empty level (a leading, trailing or double '/')"
     return None
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
-_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
-_SHORT.maxlevel = 2
-
-
-def shown(value: Any, limit: int = 60) -> str:
-    """repr(value) cut to about `limit` characters: an error message never prints all of a hostile value
-    (repr of a 340-byte alias bomb is gigabytes)."""
-    try:
-        text = _SHORT.repr(value)
-    except ValueError:  # an int too long for str()
-        return f"an integer of {value.bit_length()} bits"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)

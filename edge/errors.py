@@ -6,6 +6,9 @@ problem and the fix; the CLI prints the message and exits with the code (sysexit
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad command line
 EXIT_DATAERR = 65  # bad input data (audio that is empty, corrupt, silent, ...)
@@ -93,3 +96,19 @@ class InternalFault(MoodmicError):
     """A thread of the daemon died: exit non-zero so that systemd restarts the service."""
 
     exit_code = EXIT_SOFTWARE
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
+_SHORT.maxlevel = 2
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """repr(value) cut to about `limit` characters: an error message never prints all of a hostile value
+    (repr of a 340-byte alias bomb is gigabytes)."""
+    try:
+        text = _SHORT.repr(value)
+    except ValueError:  # an int too long for str()
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

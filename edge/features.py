@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import shown
-from .errors import BundleError
+from .errors import BundleError, shown
 
 FEATURE_VERSION = 1
 RMS_FLOOR_DBFS = -120.0  # reported for exact digital silence instead of -inf
