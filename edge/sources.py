@@ -146,6 +146,7 @@ class MicSource(Source):
         self.rate = target_rate
         self.overruns = 0
         self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=max(1, round(queue_seconds / block_seconds)))
+        self._failed: str | None = None  # what killed the audio callback, reported by the next read()
         index = find_input_device(device)
         try:
             info = sd.query_devices(index, "input")
@@ -158,7 +159,7 @@ class MicSource(Source):
         for rate in dict.fromkeys(rates):  # the configured rate first; the device's own if it refuses
             try:
                 self._stream = sd.InputStream(device=index, samplerate=rate, channels=1, dtype="float32",
-                                              blocksize=max(1, int(rate * block_seconds)), callback=self._callback)
+                                              blocksize=max(1, int(rate * block_seconds)), callback=self._guarded)
                 self._stream.start()
             except sd.PortAudioError as exc:
                 last_error = exc
@@ -169,6 +170,14 @@ class MicSource(Source):
             _LOG.info("capturing from %r at %d Hz", self.device_name, rate)
             return
         raise TemporaryFault(f"cannot open input device {self.device_name!r} ({last_error}); check audio.device")
+
+    def _guarded(self, *args: Any) -> None:
+        # PortAudio's thread: an exception here stops the stream for good, and sounddevice says nothing.
+        try:
+            self._callback(*args)
+        except Exception as exc:
+            self._failed = f"{type(exc).__name__}: {exc}"[:300]
+            raise _sounddevice().CallbackAbort from exc
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         # The audio thread: copy and queue, nothing else; never block.
@@ -183,6 +192,9 @@ class MicSource(Source):
         try:
             block = self._queue.get(timeout=timeout)
         except queue.Empty:
+            if self._failed is not None:  # the daemon exits 75 and systemd restarts it
+                raise TemporaryFault(f"the capture callback of {self.describe()} failed ({self._failed}); "
+                                     "capture stopped") from None
             return None
         return self._resample(block)
 

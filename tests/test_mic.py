@@ -107,3 +107,33 @@ def test_a_device_vanishing_mid_stream_is_a_dead_microphone(pulse, tmp_path):
     assert mic.returncode == 75 and "stopped or was unplugged" in err, err
     assert time.monotonic() - t0 < 10  # dead_after_seconds (5 s) plus start-up slack
     assert json.loads(first)["label"], (first, out)
+
+
+def test_a_capture_thread_that_dies_is_reported_and_exits_75(pulse, tmp_path):
+    """The audio callback runs in PortAudio's thread: if it raises, sounddevice stops calling it and says
+    nothing. The daemon names the error and exits 75 (systemd restarts it) instead of hanging."""
+    env, fifo = pulse
+    script = ("import sys\n"
+              "from edge import sources\n"
+              "calls = [0]\n"
+              "orig = sources.MicSource._callback\n"
+              "def poisoned(self, *a):\n"
+              "    calls[0] += 1\n"
+              "    if calls[0] > 10:\n"
+              "        raise RuntimeError('poisoned capture callback')\n"
+              "    orig(self, *a)\n"
+              "sources.MicSource._callback = poisoned\n"
+              "from edge.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    mic = subprocess.Popen([sys.executable, "-c", script, "run", "--model", str(TINY_FLOAT), "--source", "mic",
+                            "--device", "pulse", "--mqtt", "off"], cwd=REPO, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert wait_until(lambda: recording(env) or mic.poll() is not None, 30) and mic.poll() is None, mic.communicate()
+    with open(fifo, "wb") as f:  # 4 s of sound: the callback dies after its 10th block (1 s)
+        f.write((np.clip(speechlike(4.0, seed=13), -1, 1) * 32767).astype("<i2").tobytes())
+    t0 = time.monotonic()
+    _, err = mic.communicate(timeout=30)
+    assert mic.returncode == 75, err
+    (line,) = [x for x in err.splitlines() if x.startswith("moodmic: error:")]
+    assert "capture callback" in line and "RuntimeError: poisoned capture callback" in line, line
+    assert time.monotonic() - t0 < 5  # reported at once, not after dead_after_seconds
