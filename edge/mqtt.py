@@ -84,6 +84,17 @@ class Tuning:
     discovery_jitter_s: float = 5.0
 
 
+class _Client(mqtt.Client):
+    """paho's client, remembering its network thread: paho forgets it when the thread ends, and a thread
+    that dies at once (a struct.error on a 70,000-character client id) may end before loop_start returns."""
+
+    network_thread: threading.Thread | None = None
+
+    def _thread_main(self) -> None:
+        self.network_thread = threading.current_thread()
+        super()._thread_main()
+
+
 @dataclass(frozen=True)
 class _Msg:
     topic: str
@@ -150,18 +161,17 @@ class MqttPublisher:
         self._spool_left = 0  # messages from the previous spool neither acknowledged nor dropped yet
         self._spool_loaded = False
         self._pump_thread: threading.Thread | None = None
-        self._net_thread: threading.Thread | None = None
         self._claim_id, self._since = uuid.uuid4().hex[:12], round(time.time(), 3)
         self._claim = json.dumps({"id": self._claim_id, "host": socket.gethostname(), "since": self._since})
 
     # -- set-up -------------------------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> _Client:
         s = self._s
         if s.protocol == "5":
-            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5)
+            client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5)
         else:  # the broker keeps our session
-            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv311,
-                                 clean_session=False)
+            client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv311,
+                             clean_session=False)
         client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)
         password = read_password(s)
         if s.username:
@@ -212,7 +222,6 @@ class MqttPublisher:
                          "'5' reports that")
             self._client.connect_async(s.host, s.port, keepalive=s.keepalive)
         self._client.loop_start()
-        self._net_thread = getattr(self._client, "_thread", None)  # paho forgets it when the thread ends
         self._pump_thread = threading.Thread(target=self._pump, name="moodmic-mqtt-pump", daemon=True)
         self._pump_thread.start()
 
@@ -247,7 +256,7 @@ class MqttPublisher:
             if self._stop:
                 return
         threads.check_alive(self._pump_thread, "MQTT delivery thread")
-        threads.check_alive(self._net_thread, "MQTT network thread (paho)")
+        threads.check_alive(self._client.network_thread, "MQTT network thread (paho)")
 
     def stats(self) -> dict[str, Any]:
         with self._cv:

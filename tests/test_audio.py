@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -167,13 +166,17 @@ def test_missing_file_alone_exits_66(tmp_path):
     assert proc.returncode == EXIT_NOINPUT and "no such file" in proc.stderr
 
 
+# Linux carries a process's peak RSS across fork and exec, so a child of this (large) test process would
+# report at least our own size: a small launcher forks the CLI and reports that grandchild's wait4 figure.
+_LAUNCH = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, "
+           "stderr=subprocess.DEVNULL); _, st, ru = os.wait4(p.pid, 0); print(os.waitstatus_to_exitcode(st), ru.ru_maxrss)")
+
+
 def peak_rss_mb(*args: str) -> tuple[int, float]:
-    """Run the CLI in a child and return its exit status and its own peak RSS (wait4: this child only)."""
-    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", *args], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024  # kilobytes on Linux
+    """Run the CLI in a fresh process and return its exit status and its own peak RSS."""
+    out = subprocess.run([sys.executable, "-c", _LAUNCH, sys.executable, "-m", "edge.cli", *args], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), int(out[1]) / 1024  # kilobytes on Linux
 
 
 def constant_flac(path, seconds: int, rate: int, channels: int):
