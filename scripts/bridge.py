@@ -15,12 +15,15 @@ counted drops), at the home broker (acknowledged, never delivered even locally),
 the central broker (delivered at home, never at the central one). `online` published on the central
 `homeassistant/status` checks that discovery comes back across the bridge.
 
-Faults, each in a fresh pair of brokers, after --before seconds of traffic, the broker down --down s:
+Faults, each in a fresh pair of brokers, after 10 s of traffic (Home Assistant's `online` at their start),
+the broker down --down s:
 - central-sigkill: the central broker SIGKILLed and restarted: the bridge link drops, the home broker
   queues for it (its persistent bridge session) and the bridge reconnects with its own back-off;
 - home-sigterm: the home broker (and so the bridge) stopped cleanly and started (`systemctl restart`);
-- home-sigkill: the home broker SIGKILLed and restarted (a crash or a power cut of the home server).
-Then --after seconds more once everything is reconnected, SIGTERM to the daemons, and the subscribers
+- home-sigkill: the home broker SIGKILLed and restarted (a crash or a power cut of the home server);
+- central-away: the central broker stopped for 30 s while the home broker may queue only 50 messages
+  for the bridge (`max_queued_messages`): where the bridge's queue overflows.
+Then 10 s more once everything is reconnected, SIGTERM to the daemons, and the subscribers
 wait until nothing more arrives.
 
 --out FILE rewrites the `bridge` section of FILE. Exit 1 when a daemon lost a message or, for
@@ -61,8 +64,11 @@ topic homeassistant/sensor/# out 1
 topic homeassistant/event/# out 1
 topic homeassistant/status in 1
 """
-FAULTS = ("central-sigkill", "home-sigterm", "home-sigkill")
+FAULTS = ("central-sigkill", "home-sigterm", "home-sigkill", "central-away")
 LOSSLESS = ("central-sigkill", "home-sigterm")  # where the run fails if anything is lost end to end
+# central-away: the central broker stopped for AWAY_S while the home broker may queue only QUEUE_CAP
+# messages for the bridge (mosquitto's max_queued_messages, 1000 by default): what it drops beyond that
+AWAY_S, QUEUE_CAP = 30.0, 50
 
 
 def run_fault(fault: str, *, daemons: int = 3, before_s: float = 10.0, down_s: float = 3.0, after_s: float = 10.0,
@@ -70,7 +76,8 @@ def run_fault(fault: str, *, daemons: int = 3, before_s: float = 10.0, down_s: f
     """One fault in a fresh pair of brokers; returns the count per hop and the recovery times."""
     central = Broker(workdir / "central")
     home = Broker(workdir / "home")
-    home.conf.write_text(home.conf.read_text() + BRIDGE.format(port=central.port))
+    cap = f"max_queued_messages {QUEUE_CAP}\n" if fault == "central-away" else ""
+    home.conf.write_text(home.conf.read_text() + cap + BRIDGE.format(port=central.port))
     central.start()
     at_central = FleetRecorder(central, client_id="central-recorder",
                                topics=("moodmic/#", "homeassistant/#", "$SYS/broker/connection/#"))
@@ -91,14 +98,15 @@ def run_fault(fault: str, *, daemons: int = 3, before_s: float = 10.0, down_s: f
         devices = {m.device for m in members}
         if not at_central.wait_online(devices, t_launch, timeout=60):
             raise SystemExit(f"bridge: not online at the central broker within 60 s: {at_central.online_since(t_launch)}")
-        time.sleep(before_s / 2)
-        t_ha = time.time()  # Home Assistant (on the central broker) restarts: discovery must come back
+        # Home Assistant (on the central broker) restarts: every device's discovery must come back across
+        # the bridge before the fault (each device waits up to 5 s before re-sending it)
+        t_ha = time.time()
         at_central.client.publish("homeassistant/status", "online", qos=1)
-        time.sleep(before_s / 2)
+        time.sleep(before_s)
         broker = central if fault.startswith("central") else home
         t_kill = time.time()
-        broker.stop() if fault.endswith("sigterm") else broker.kill()
-        time.sleep(down_s)
+        broker.kill() if fault.endswith("sigkill") else broker.stop()
+        time.sleep(AWAY_S if fault == "central-away" else down_s)
         broker.start()
         t_back = time.time()
         log(f"bridge: {fault}: down {t_back - t_kill:.1f} s")
@@ -118,6 +126,7 @@ def run_fault(fault: str, *, daemons: int = 3, before_s: float = 10.0, down_s: f
         stop_all([m for m in members if m.proc is not None], timeout=10)
         home.stop()
         central.stop()
+    r["drop_notices"] = home.log_text().count("Outgoing messages are being dropped")
 
     rows = []
     for m in members:
@@ -207,7 +216,20 @@ def render(res: dict) -> str:
             f"{r['lost_daemon']} | {r['lost_home']} | {r['lost_bridge']} | {r['lost_total']} | {r['duplicated']} | "
             f"{r['bridge_back_s']} | {r['daemons_back_s']} | "
             f"{r['first_new_s']} | {checks} |")
+    lines.append("")
+    for r in res["faults"]:
+        away = r["fault"] == "central-away"
+        lines.append(f"- **{r['fault']}**: {NOTES[r['fault']]}; down {r['down_s']} s"
+                     + (f", the home broker's `max_queued_messages {QUEUE_CAP}`" if away else "")
+                     + f"; spooled at SIGTERM {r['spooled']}, counted drops {r['dropped']}; the home broker logged "
+                     f"`Outgoing messages are being dropped` {r['drop_notices']} times.")
     return "\n".join(lines)
+
+
+NOTES = {"central-sigkill": "the central broker SIGKILLed and started again",
+         "home-sigterm": "the home broker (and its bridge) stopped with SIGTERM and started again",
+         "home-sigkill": "the home broker (and its bridge) SIGKILLed and started again",
+         "central-away": "the central broker stopped (SIGTERM) for longer than the bridge's queue lasts"}
 
 
 def main(argv: list[str] | None = None) -> int:
