@@ -44,12 +44,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 # the test helpers and edge/ from this checkout, so imports follow the path (E402)
-from fleet_lib import FleetRecorder, Member, build_wavs, export_code, ledger, log_times, stop_all, write_config  # noqa: E402
+from edge.data_path import data_dir
 
-from edge.data_path import data_dir  # noqa: E402
-
-from broker import Broker  # noqa: E402
-from faults_lib import code_version, machine, update_section  # noqa: E402
+from broker import Broker
+from faults_lib import code_version, machine, update_section
+from fleet_lib import FleetRecorder, Member, build_wavs, export_code, ledger, log_times, stop_all, write_config
 
 RAVDESS = data_dir(REPO)
 BRIDGE_ID = "moodmic-home-bridge"

@@ -42,8 +42,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 # the test helpers and edge/ from this checkout, so imports follow the path (E402)
-import numpy as np  # noqa: E402
-from fleet_lib import (  # noqa: E402
+import numpy as np
+
+from edge.data_path import data_dir
+
+from broker import Broker
+from faults_lib import code_version, machine, update_section
+from fleet_lib import (
     FleetRecorder,
     Member,
     ProcSampler,
@@ -56,11 +61,6 @@ from fleet_lib import (  # noqa: E402
     stop_all,
     write_config,
 )
-
-from edge.data_path import data_dir  # noqa: E402
-
-from broker import Broker  # noqa: E402
-from faults_lib import code_version, machine, update_section  # noqa: E402
 
 RAVDESS = data_dir(REPO)
 WAVS = 4
