@@ -412,6 +412,7 @@ class MqttPublisher:
                        _props: Any) -> None:
         with self._cv:
             was, self._connected, self._ready, self._birth_mid = self._connected, False, False, None
+            self._own.clear()  # a re-sent birth or config is checked on the next connect's copy; keeps it bounded
             for mid in reversed([mid for mid, m in self._inflight.items() if m.qos == 0]):  # paho forgets QoS 0
                 self._queue.appendleft(self._inflight.pop(mid))
             resend = len(self._inflight)
