@@ -133,7 +133,12 @@ def test_the_daemon_exits_non_zero_when_a_publisher_thread_dies(tmp_path: Path) 
         "orig = mqtt.MqttPublisher.start\n"
         "def start(self):\n"
         "    orig(self)\n"
-        "    self._client.publish = lambda *a, **k: 1 / 0\n"
+        "    publish = self._client.publish\n"
+        "    def poisoned(*a, **k):  # in the delivery thread only\n"
+        "        if threading.current_thread().name == 'moodmic-mqtt-pump':\n"
+        "            return 1 / 0\n"
+        "        return publish(*a, **k)\n"
+        "    self._client.publish = poisoned\n"
         "mqtt.MqttPublisher.start = start\n"
         "from edge.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
@@ -144,7 +149,7 @@ def test_the_daemon_exits_non_zero_when_a_publisher_thread_dies(tmp_path: Path) 
                               capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 70, proc.stderr
     (line,) = error_lines(proc.stderr)
-    assert "thread" in line and "ZeroDivisionError" in line
+    assert "delivery thread" in line and "ZeroDivisionError" in line
 
 
 def test_a_poisoned_spool_line_is_set_aside_and_counted_and_the_rest_delivered(broker: Broker, tmp_path: Path,
