@@ -53,16 +53,24 @@
 #   test-time        test-time options on the default recipe's CV (research/test_time.py): windows
 #                    warped and averaged, a per-class logit bias fitted on validation actors; and
 #                    the three five-model recipes averaged (fifteen models per fold)
+#   rooms-2          one model per fold, the default recipe (init seed 0) plus two multi-condition copies
+#                    per training clip (--rooms 2, noise from $NOISE, default ../corpora), then measured
+#                    in rooms and noise (moodmic-train conditions)
+#   rooms-2-three    rooms-2 with init seeds 0-2, averaged per fold (windows every 0.2 s, as the default
+#                    recipe), measured in rooms and noise, converted as shipped, the abstention threshold
+#                    swept through the daemon on the validation actors and chosen by moodmic-train abstain,
+#                    the test actors replayed at it and holding; rooms-2-five the same with seeds 0-4
 # Retired (their options left the trainer; research/README.md says how to rerun them): label-smoothing,
 # mixup, band-std, speaker-mean, speaker-adversary.
 set -eu
 HERE=$(dirname "$0")
 case "${1:-}" in -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
-VARIANTS="seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe, whisper-probe, whisper-teacher, whisper-teacher-speech or test-time"
+VARIANTS="rooms-2, rooms-2-three, rooms-2-five, seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe, whisper-probe, whisper-teacher, whisper-teacher-speech or test-time"
 VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
 # The corpus: $DATA if set, else moodmic-train's default ($MOODMIC_DATA, else ../shared/data/ravdess).
 DATA_OPT=${DATA:+--data $DATA}
+NOISE=${NOISE:-../corpora}
 RECIPE="$DATA_OPT --seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --logits"
 
 # members PREFIX "SEEDS" FLAGS...: one cross-validation per init seed (OUT/variants/PREFIX-SEED), then
@@ -76,6 +84,33 @@ members() {
     [ -f "$OUT/variants/$VARIANT/cv_summary.json" ] || moodmic-train members $runs --out "$OUT/variants/$VARIANT"
 }
 case "$VARIANT" in
+  rooms-2)
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --rooms 2 --room-noise "$NOISE" \
+        --init-seed 0 --out "$OUT/variants/rooms-2-0"
+    nice -n 5 moodmic-train conditions "$OUT/variants/rooms-2-0" --noise "$NOISE" --out "$OUT/variants/rooms-2/conditions" \
+        --jobs 2 ;;
+  rooms-2-three|rooms-2-five)
+    seeds=$([ "$VARIANT" = rooms-2-three ] && echo "0 1 2" || echo "0 1 2 3 4"); runs=""
+    for s in $seeds; do
+        nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --rooms 2 --room-noise "$NOISE" \
+            --init-seed $s --out "$OUT/variants/rooms-2-$s"
+        runs="$runs $OUT/variants/rooms-2-$s"
+    done
+    V="$OUT/variants/$VARIANT"
+    [ -f "$V/cv_summary.json" ] || moodmic-train members $runs --out "$V" --eval-hop 0.2
+    nice -n 5 moodmic-train conditions "$V" --noise "$NOISE" --out "$V/conditions" --jobs 2
+    [ -f "$V/converted/converted_cv.json" ] || nice -n 5 python "$HERE/../trainer/recipe/converted_cv.py" "$V" "$V/converted"
+    for t in 0.25 0.3 0.35 0.4 0.45 0.5; do
+        [ -f "$V/abstain-sweep/$t/replay.json" ] || nice -n 5 moodmic-train replay "$V" --bundles "$V/converted" \
+            --noise "$NOISE" --conditions clean,room --part validation --abstain-below $t --out "$V/abstain-sweep/$t"
+    done
+    moodmic-train abstain "$V/abstain-sweep"
+    t=$(python -c "import json; print(json.load(open('$V/abstain-sweep/abstain.json'))['abstain_below'])")
+    [ "$t" = None ] || [ -f "$V/replay-$t/replay.json" ] || nice -n 5 moodmic-train replay "$V" --bundles "$V/converted" \
+        --noise "$NOISE" --abstain-below "$t" --out "$V/replay-$t"
+    [ -f "$V/replay-hold/replay.json" ] || nice -n 5 moodmic-train replay "$V" --bundles "$V/converted" --noise "$NOISE" \
+        --hold --out "$V/replay-hold"
+    nice -n 5 moodmic-train conditions "$V" --bundles "$V/converted" --noise "$NOISE" --out "$V/conditions-converted" --jobs 2 ;;
   seed)
     nice -n 5 moodmic-train cv $DATA_OPT --seed 0 --folds 5 --val-actors 2 --out "$OUT/variants/seed" \
         --arch seed --epochs 30 --no-band-mean --no-logits ;;
