@@ -15,7 +15,7 @@ mqtt#discovery-messages) and the schemas in homeassistant/components/mqtt/{senso
   and stops honouring in 2026.4;
 - `expire_after` (seconds) turns a sensor unavailable when no state arrives for that long: a retained
   state from a daemon that is gone does not pass for the current one.
-Which Home Assistant version honours which key: README, "Home Assistant".
+Which Home Assistant version honours which key: README, "MQTT contract".
 Topics are <prefix>/<component>/<node id>/<object id>/config with ids in [a-zA-Z0-9_-].
 """
 
