@@ -45,7 +45,7 @@ def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None 
                                             "max_len": max_len, "check": check})
 
 
-def _topic_rule(value: str) -> str | None:
+def topic_rule(value: str) -> str | None:
     """Why `value` cannot be the leading levels of the topics moodmic publishes to, or None."""
     if not value:
         return "is empty; use e.g. 'moodmic'"
@@ -53,6 +53,8 @@ def _topic_rule(value: str) -> str | None:
         return "starts with '$', which brokers keep for their own topics ($SYS/...)"
     if "+" in value or "#" in value:
         return "has a wildcard (+ or #), which a published topic cannot hold"
+    if "\x00" in value:
+        return "holds a NUL character, which no topic can"
     if "" in value.split("/"):
         return "has an empty level (a leading, trailing or double '/')"
     return None
@@ -128,10 +130,10 @@ class MqttSettings:
     device_id: str = _opt("", "topic and Home Assistant id of this device; empty = the host name plus a short hash "
                               "of /etc/machine-id, kept in state_dir (edge/identity.py)", max_len=64)
     # Bounded: a topic over 65,535 bytes kills paho's network thread (struct.error), silently.
-    base_topic: str = _opt("moodmic", "topics are <base_topic>/<device_id>/...", max_len=128, check=_topic_rule)
+    base_topic: str = _opt("moodmic", "topics are <base_topic>/<device_id>/...", max_len=128, check=topic_rule)
     discovery: bool = _opt(True, "announce entities with Home Assistant MQTT discovery")
     discovery_prefix: str = _opt("homeassistant", "Home Assistant's discovery prefix", max_len=128,
-                                 check=_topic_rule)
+                                 check=topic_rule)
     client_id: str = _opt("", "MQTT client id; empty = moodmic-<device_id>", max_len=128)
     username: str = _opt("", "broker user name; empty = anonymous", max_len=256)
     password_file: str = _opt("", "file holding the broker password (or set $MOODMIC_MQTT_PASSWORD)")

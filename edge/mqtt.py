@@ -49,9 +49,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from . import threads
-from .config import MqttSettings
+from .config import MqttSettings, topic_rule
 from .discovery import discovery_configs
-from .errors import ConfigError
+from .errors import ConfigError, shown
 from .identity import device_identity
 from .schema import StateMessage
 from .topics import Topics, ha_status_topic
@@ -132,11 +132,9 @@ class MqttPublisher:
         self._s, self._t, self._spool_path = settings, tuning, spool_path
         self._model = f"{model_name} ({model_sha[:12]})"
         self.device_id = device or device_identity(settings, spool_path.parent if spool_path else None)
-        for key in ("base_topic", "discovery_prefix"):
-            value = getattr(settings, key)
-            if not value or re.search(r"[+#\x00]", value) or value.startswith("$"):
-                raise ConfigError(f"mqtt.{key}: {value[:60]!r} is not a topic for us (empty, has + # NUL, "
-                                  "or starts with $, which brokers keep for themselves)")
+        for key in ("base_topic", "discovery_prefix"):  # the config checked them; settings made in code too
+            if (why := topic_rule(getattr(settings, key))) is not None:
+                raise ConfigError(f"mqtt.{key}: {shown(getattr(settings, key))} {why}")
         base = f"{settings.base_topic}/{self.device_id}"
         self.topics = Topics.under(base)
         self._ha_status = ha_status_topic(settings.discovery_prefix)

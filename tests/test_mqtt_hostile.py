@@ -328,3 +328,12 @@ def test_discovery_resend_on_home_assistant_online_is_spread(broker: Broker) -> 
         rec.stop()
     configs = sorted(arrivals[1:])  # the first arrival is the status message itself
     assert configs[-1] - configs[0] > 0.5, configs  # spread, not a burst
+
+
+@pytest.mark.parametrize("key, value", [("base_topic", "$SYS"), ("base_topic", "a/#"), ("base_topic", "a//b"),
+                                        ("discovery_prefix", "ha\x00x"), ("discovery_prefix", "")])
+def test_the_publisher_refuses_what_the_config_refuses_for_settings_made_in_code(key: str, value: str) -> None:
+    from edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"mqtt.{key}: "):
+        publisher(MqttSettings(device_id="t", **{key: value}))
