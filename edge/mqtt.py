@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import random
-import re
 import socket
 import ssl
 import sys
@@ -507,7 +506,7 @@ def _spool_message(line: str) -> _Msg:
     if not isinstance(d, dict):
         raise ValueError("not a JSON object")
     topic, payload, retain, qos = (d.get(k) for k in ("topic", "payload", "retain", "qos"))
-    if not isinstance(topic, str) or not topic or re.search(r"[+#\x00]", topic) or len(topic.encode()) > 65535:
+    if not isinstance(topic, str) or topic_rule(topic) is not None or len(topic.encode()) > 65535:
         raise ValueError("no valid topic")
     if not isinstance(payload, str) or len(payload) > MAX_SPOOL_PAYLOAD:
         raise ValueError("no text payload")
