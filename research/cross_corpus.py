@@ -24,11 +24,7 @@ import numpy as np
 
 from edge.model import EmotionModel
 from edge.predict import predict_file
-
-
-def unweighted_accuracy(truth: list[str], predicted: list[str]) -> float:
-    classes = sorted(set(truth))
-    return float(np.mean([np.mean([p == c for t, p in zip(truth, predicted) if t == c]) for c in classes]))
+from trainer.evaluate import metrics
 
 
 def score(model: EmotionModel, corpus: Path) -> dict:
@@ -45,13 +41,14 @@ def score(model: EmotionModel, corpus: Path) -> dict:
         truth.append(r["emotion"])
         free.append(res.label)
         restricted.append(own[int(np.argmax(probs[idx]))])
+    on_own = metrics(truth, restricted, tuple(own))  # the trainer's figures (UA = mean per-class recall)
     return {
         "clips": len(rows), "classes": own, "speakers": len({r["speaker"] for r in rows}),
-        "ua_all_labels": round(unweighted_accuracy(truth, free), 4),
-        "ua_own_classes": round(unweighted_accuracy(truth, restricted), 4),
+        "ua_all_labels": round(metrics(truth, free, model.labels)["unweighted_accuracy"], 4),
+        "ua_own_classes": round(on_own["unweighted_accuracy"], 4),
         "chance_own_classes": round(1 / len(own), 4),
         "called": dict(Counter(free).most_common()),
-        "per_class_own": {c: round(float(np.mean([p == c for t, p in zip(truth, restricted) if t == c])), 4) for c in own},
+        "per_class_own": {c: round(r, 4) for c, r in on_own["per_class_recall"].items()},
     }
 
 
