@@ -9,10 +9,12 @@ import logging
 import re
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_mqtt import FAST as FAST_MQTT
 from test_mqtt import LABELS, state
 
 from edge.config import MqttSettings
@@ -22,7 +24,8 @@ from edge.mqtt import MqttPublisher, Tuning
 from broker import Broker, Recorder, broker_fixture, daemon_config  # noqa: F401  (the `broker` fixture)
 from conftest import run_moodmic, wait_until
 
-FAST = Tuning(reconnect_min_s=0.1, reconnect_max_s=0.5, connect_timeout_s=1.0)
+# test_mqtt's short delays, but Home Assistant's discovery answer keeps its real jitter (one test measures it)
+FAST = replace(FAST_MQTT, discovery_jitter_s=Tuning().discovery_jitter_s)
 CLOSED = re.compile(r"MQTT closed: (\d+) acknowledged, (\d+) dropped, (\d+) spooled")
 
 
