@@ -115,10 +115,12 @@ def fleet(daemons: int, minutes: float, kills: int, *, down_s: float = 5.0, hop_
             t_kill = time.time()
             broker.kill()
             time.sleep(down_s)
+            t_start = time.time()
             broker.start()
             t_back = time.time()
             sampler.watch("broker", broker.proc.pid)
-            restarts.append({"t_kill": t_kill, "t_back": t_back})
+            # A daemon may connect between mosquitto listening and start() seeing it: count it from t_start.
+            restarts.append({"t_kill": t_kill, "t_start": t_start, "t_back": t_back})
             log(f"fleet: broker SIGKILLed at {t_kill - t0:.0f} s, back {t_back - t_kill:.1f} s later")
         time.sleep(max(0.0, t0 + measured - time.time()))
         t1 = time.time()
@@ -151,8 +153,8 @@ def fleet(daemons: int, minutes: float, kills: int, *, down_s: float = 5.0, hop_
         r["back_s"] = []
         for i, rs in enumerate(restarts):
             until = restarts[i + 1]["t_kill"] if i + 1 < len(restarts) else t_stopped
-            t = next((t for t in connected if rs["t_back"] <= t < until), None)
-            r["back_s"].append(None if t is None else round(t - rs["t_back"], 2))
+            t = next((t for t in connected if rs["t_start"] <= t < until), None)
+            r["back_s"].append(None if t is None else round(max(0.0, t - rs["t_back"]), 2))
         rows.append(r)
 
     # -- per restart
