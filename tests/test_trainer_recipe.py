@@ -234,6 +234,23 @@ def test_cv_calibration_and_the_ensemble_of_fold_models_convert_to_one_logits_bu
     cal = json.loads((cv / "calibration.json").read_text())
     assert cal["temperature"] > 0 and set(cal["ece"]) == {"val", "test"}
     assert cal["nll"]["val"]["after"] <= cal["nll"]["val"]["before"] + 1e-6  # fitted there
+    assert cal["conditions"] == ["clean"] and cal["noise"] is None
+
+    # in rooms and noise too: every clip also rendered under each condition, its pool's recordings
+    from test_conditions import write_noise
+
+    noise = write_noise(tmp_path / "noise-root", kinds=("fan", "voices"), pools=("validation", "evaluation"), per=1)
+    assert train(["calibrate", str(cv), "--conditions", "far"]) == EXIT_USAGE  # nothing to render with
+    assert train(["calibrate", str(cv), "--noise", str(noise), "--conditions", "noise-music-10"]) == EXIT_USAGE  # no music
+    assert train(["calibrate", str(cv), "--noise", str(noise), "--conditions", "clean,noise-fan-10,far"]) == 0
+    noisy = json.loads((cv / "calibration.json").read_text())
+    assert noisy["conditions"] == ["clean", "noise-fan-10", "far"] and "validation-pool" in noisy["fitted_on"]
+    assert {p: noisy["windows"][p] for p in cal["windows"]} == {p: 3 * n for p, n in cal["windows"].items()}
+    assert set(noisy["by_condition"]) == set(noisy["conditions"]) and noisy["by_condition"]["clean"]["val"] == {
+        "before": cal["ece"]["val"]["window"]["before"], "after": noisy["by_condition"]["clean"]["val"]["after"]}
+    assert noisy["temperature"] != cal["temperature"]  # the noisy windows were fitted on too
+    assert noisy["nll"]["val"]["after"] <= noisy["nll"]["val"]["before"] + 1e-6
+    assert train(["calibrate", str(cv)]) == 0  # back to the clean fit, which the bundle below carries
 
     ens = tmp_path / "ensemble"
     assert train(["ensemble", str(cv), "--out", str(ens)]) == 0

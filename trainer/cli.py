@@ -4,7 +4,8 @@
     moodmic-train train --resume --out RUN        continue a killed run from its last epoch
     moodmic-train cv --out DIR [--fold K] ...     every fold (or fold K) as DIR/fold-K, plus a summary
     moodmic-train evaluate RUN_OR_BUNDLE [--data DIR] [--out DIR]
-    moodmic-train calibrate CV_DIR               temperature from the CV's validation actors (logits models)
+    moodmic-train calibrate CV_DIR [--noise DIR]  temperature from the CV's validation actors (logits models),
+                                                 in rooms and noise too with --noise
     moodmic-train conditions RUN_OR_CV_DIR --noise DIR [--out OUT]   validation and test actors in rooms and noise
     moodmic-train abstain CONDITIONS_DIR          the threshold under which a device says "uncertain"
     moodmic-train replay CV_DIR --bundles DIR --noise DIR   what the daemon publishes in rooms: coverage, wrong
@@ -118,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where to write the results (default: RUN/evaluations/<data>)")
     p = sub.add_parser("calibrate", help="fit a temperature on the validation actors of a cross-validation")
     p.add_argument("cv_dir", metavar="CV_DIR", help="a moodmic-train cv --out folder whose models output logits")
+    p.add_argument("--noise", metavar="NOISE_DIR", action="append", default=[],
+                   help="noise recordings (as conditions): fit on the validation actors in rooms and noise too; repeatable")
+    p.add_argument("--conditions", metavar="NAMES",
+                   help="with --noise: conditions to render (default: trainer.calibrate.CONDITIONS)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the renderings (as conditions)")
     p = sub.add_parser("members", help="a cross-validation of ensembles: per fold, the members of several cv runs averaged")
     p.add_argument("cv_dirs", metavar="CV_DIR", nargs="+", help="moodmic-train cv folders that differ only in --init-seed")
     p.add_argument("--out", metavar="DIR", required=True, help="where the per-fold ensembles and their cv_summary go")
@@ -199,7 +205,7 @@ def run(argv: list[str] | None = None) -> None:
     if args.command == "calibrate":
         from .calibrate import calibrate_cv
 
-        calibrate_cv(args.cv_dir)
+        calibrate_cv(args.cv_dir, args.noise, args.conditions, args.seed)
         return
     if args.command == "members":
         from .members import members_cv

@@ -2,11 +2,13 @@
 shipped model is, then scored on its fold's test actors through the LiteRT interpreter
 (edge.model.EmotionModel, whole files, sliding windows), next to the float model's figure.
 
-    python trainer/recipe/converted_cv.py CV_DIR OUT [--mode dynamic]
+    python trainer/recipe/converted_cv.py CV_DIR OUT [--mode dynamic] [--calibration CALIBRATION_JSON]
 
 CV_DIR: a `moodmic-train cv`, `refit` or `members` folder (its finished fold-K/ runs). OUT gets fold-K/
 bundles and evaluations, converted_cv.json and converted_cv.md. Resumable: finished folds are kept. Each
 fold's parity gate runs on its validation actors, or on its training actors where a refit has none.
+With --calibration, each bundle carries its temperature, as the shipped one does (the accuracy is the
+same; the confidences, and so what the daemon abstains on, are the shipped model's).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _test_manifest(run_dir: Path, out: Path) -> Path:
     return path
 
 
-def fold_result(run_dir: Path, out: Path, mode: str) -> dict:
+def fold_result(run_dir: Path, out: Path, mode: str, calibration: Path | None = None) -> dict:
     done = out / "result.json"
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
@@ -48,8 +50,9 @@ def fold_result(run_dir: Path, out: Path, mode: str) -> dict:
     run = read_run(run_dir)
     side = "val" if run["split"]["val"]["clips"] else "train"  # a refit has no validation actors left
     who = {"val": "validation", "train": "training"}[side]
+    extra = ["--calibration", str(calibration)] if calibration else []
     if not (bundle / "model.json").is_file() and convert(
-            [str(run_dir), "--out", str(bundle), "--mode", mode, "--parity-side", side]) != 0:
+            [str(run_dir), "--out", str(bundle), "--mode", mode, "--parity-side", side, *extra]) != 0:
         raise SystemExit(f"{run_dir}: conversion failed its parity gate (on the fold's {who} actors)")
     parity = json.loads((bundle / "model.json").read_text(encoding="utf-8"))["conversion"]["parity"]
     metrics = evaluate_target(bundle, _test_manifest(run_dir, out), out / "evaluation")
@@ -71,8 +74,9 @@ def main() -> None:
     p.add_argument("cv_dir", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--mode", default="dynamic")
+    p.add_argument("--calibration", type=Path, help="calibration.json of moodmic-train calibrate, for every bundle")
     args = p.parse_args()
-    results = [fold_result(d, args.out / d.name, args.mode) for d in finished_folds(args.cv_dir)]
+    results = [fold_result(d, args.out / d.name, args.mode, args.calibration) for d in finished_folds(args.cv_dir)]
     lines = [f"# Float vs converted ({args.mode}), test actors of each fold of {args.cv_dir.name}", "",
              "| fold | test actors | " + " | ".join(f"UA {g} float -> converted" for g in GROUPS) + " |",
              "|---|---|" + "---|" * len(GROUPS)]
