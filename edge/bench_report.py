@@ -201,7 +201,7 @@ def render(res: dict[str, Any], mach: dict[str, Any], command: str, aarch64: str
               f"{g['windows_per_s']:.1f} windows/s."]
     if res["notes"]:
         L += ["", "Notes: " + "; ".join(res["notes"]) + "."]
-    L += [""] + acceptance(res) + pi_estimate(res)
+    L += [""] + acceptance(res) + budget(res) + pi_estimate(res)
     L += ["## aarch64 and armv7l (install and correctness, by emulation)", "",
           "`sudo bash scripts/aarch64_check.sh` (several minutes; too slow for every CI run, so this file keeps its last "
           "result). It debootstraps a Debian 12 arm64 root (cached in /var/cache/moodmic-aarch64), installs `.[edge]` "
@@ -243,6 +243,30 @@ def acceptance(res: dict[str, Any]) -> list[str]:
             extra = f"; the whole daemon, from process start to listening: {r6.data['start_to_listening_s']:.2f} s"
         L.append(f"- Import + model load, shipped path (row 4: edge modules, numpy, soundfile, the LiteRT runtime, bundle "
                  f"checks and interpreter): **{wall:.2f} s** wall ({cpu:.2f} s CPU) — required <= 0.5 s: **{verdict}**{extra}.")
+    return L + [""]
+
+
+# The default bundle's budget (issue 10): what the shipped model may cost, measured by rows 4 and 6.
+BUDGET_BUNDLE_MB, BUDGET_MS_PER_WINDOW, BUDGET_RSS_MB = 12.0, 10.0, 100.0
+
+
+def budget(res: dict[str, Any]) -> list[str]:
+    rows = res["rows"]
+    r4, r6 = rows["4"], rows["6"]
+    bundle = Path(res["bundle"]["path"])
+    mb = sum(f.stat().st_size for f in bundle.iterdir() if f.is_file()) / 1e6
+    L = ["## Budget (issue 10): what the default bundle may cost", "",
+         f"- Bundle folder (model, card, confusion matrix): **{mb:.2f} MB** — budget <= {BUDGET_BUNDLE_MB:g} MB: "
+         f"**{'PASS' if mb <= BUDGET_BUNDLE_MB else 'FAIL'}**."]
+    if r4.ok:
+        ms = r4.data["total_cpu"]["p95"]
+        L.append(f"- Frontend + inference per window, one core (row 4, CPU time, p95; no enhancement runs): **{ms:.2f} ms** "
+                 f"— budget <= {BUDGET_MS_PER_WINDOW:g} ms: **{'PASS' if ms <= BUDGET_MS_PER_WINDOW else 'FAIL'}** "
+                 f"({ms / BUDGET_MS_PER_WINDOW:.0%} of it).")
+    if r6.ok:
+        rss = r6.child.maxrss_mb
+        L.append(f"- Daemon peak RSS (row 6): **{rss:.0f} MB** — budget <= {BUDGET_RSS_MB:g} MB: "
+                 f"**{'PASS' if rss <= BUDGET_RSS_MB else 'FAIL'}**.")
     return L + [""]
 
 

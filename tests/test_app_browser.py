@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -236,8 +237,40 @@ def test_upload_shows_the_predicted_label(app_url, browser, default_model):
         page.get_by_test_id("stVegaLiteChart").nth(charts - 1).locator("svg.marks, canvas").first.wait_for()
         assert page.get_by_test_id("stAudio").count() == 1
         assert page.locator("[data-testid=stAlertContentError]").count() == 0
+        assert (page.get_by_text("Uncertain:").count() == 1) == expected.uncertain  # the bundle's threshold
     finally:
         page.close()
+
+
+def test_a_result_under_the_bundles_abstention_threshold_is_shown_uncertain(browser, workdir):
+    """A bundle whose threshold no result reaches: the page says `uncertain`, naming the confidence and the
+    threshold, and still shows the top emotion (as predict keeps it as the label)."""
+    from edge.bundle import META_FILE
+    from edge.model import EmotionModel
+    from edge.predict import predict_file
+
+    from conftest import TINY_INT8
+
+    unsure = workdir / "unsure"
+    shutil.copytree(TINY_INT8, unsure, dirs_exist_ok=True)
+    meta = json.loads((unsure / META_FILE).read_text())
+    meta["output"]["abstain_below"] = 0.999  # the tiny model is never that sure
+    (unsure / META_FILE).write_text(json.dumps(meta))
+    expected = predict_file(EmotionModel.load(unsure), SAMPLE, 600.0)
+    assert expected.uncertain
+    with serve_app(workdir / "app-unsure.log", "--model", str(unsure)) as url:
+        page = open_page(browser, url)
+        try:
+            upload(page, SAMPLE)
+            label, confidence = emotion(page)
+            assert (label, confidence) == (expected.label, f"{expected.to_dict()['confidence']:.0%}")
+            warning = page.get_by_text("Uncertain:")
+            warning.wait_for()
+            text = warning.inner_text()
+            assert f"{confidence}, is below the model's abstention threshold of 100%" in text, text
+            assert "say `uncertain`" in text or "say uncertain" in text, text
+        finally:
+            page.close()
 
 
 def test_at_phone_width_every_bar_has_its_label_and_the_legend_fits(app_url, browser, default_model, workdir):

@@ -97,6 +97,9 @@ def test_quick_desktop_bench_has_every_row_with_sane_numbers(ravdess, tmp_path):
     assert data["cpu_per_min_ratio_row1_over_daemon"] > 0
     assert "## Acceptance" in md and "## Raspberry Pi: an estimate" in md and "## aarch64 and armv7l" in md
     assert "M multiply-accumulates per window" in md
+    budget = md.split("## Budget (issue 10)", 1)[1].split("\n## ", 1)[0]  # the default bundle's, rows 4 and 6
+    assert "budget <= 12 MB: **PASS**" in budget and "budget <= 100 MB: **PASS**" in budget, budget
+    assert re.search(r"\(row 4, CPU time, p95; no enhancement runs\): \*\*\d+\.\d\d ms\*\* .* budget <= 10 ms", budget)
     assert "| 1 |" in proc.stdout and "written to" in proc.stdout  # the table on stdout too
     assert "Produced by `moodmic-bench` (bench/cli.py)" in md
     assert "- **Command:** `moodmic-bench --quick --out " in md  # the report names the command that made it
