@@ -190,7 +190,7 @@ def show(analysis: app_core.Analysis, model: EmotionModel, settings: Settings) -
     warning = app_core.nothing_there(r, settings.gate)
     if warning:
         st.warning(warning, icon="🔇")
-    if r.uncertain:
+    if r.uncertain and not warning:  # with no speech there, that is the one thing to say
         st.warning(app_core.uncertain_text(r, b.abstain_below), icon="❔")
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.metric("Emotion", r.label, icon=app_core.EMOJI.get(r.label))

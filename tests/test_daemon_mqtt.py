@@ -51,11 +51,13 @@ def test_a_real_recording_yields_every_topic_of_the_contract(broker, ravdess, tm
     for s in states:
         if s["label"] == "silence":
             assert s["probabilities"] is None and s["confidence"] is None
+        elif s["label"] == "uncertain":  # under the bundle's abstention threshold: the top emotion's probability
+            assert s["confidence"] == max(s["probabilities"].values()) < load_bundle().abstain_below
         else:
             assert s["label"] in labels and list(s["probabilities"]) == list(labels)
     assert len(states) > len({s["label"] for s in states})  # heartbeats between changes (state_interval 1 s)
     events = payloads(rec, f"{BASE}/event")
-    assert events and all(e["event_type"] in (*labels, "silence") for e in events)
+    assert events and all(e["event_type"] in (*labels, "silence", "uncertain") for e in events)
     assert not any(m.retain for m in rec.on(f"{BASE}/event"))
     health = payloads(rec, f"{BASE}/health")
     assert health and all(h["consumed"] == h["gated"] + h["inferred"] for h in health)
