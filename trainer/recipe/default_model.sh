@@ -47,7 +47,7 @@ OUT=${1:-runs/default-model}
 # The corpus: $DATA if set, else moodmic-train's default ($MOODMIC_DATA, else ../shared/data/ravdess).
 NOISE=${NOISE:-../corpora}
 RECIPE="${DATA:+--data $DATA }--seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --band-mean --freq-warp 0.1 --no-freq-warp-song --logits --rooms 2 --room-noise $NOISE"
-SWEEP="0.25 0.3 0.32 0.34 0.36 0.38 0.4 0.42 0.44 0.46 0.48 0.5 0.55 0.6"  # abstention thresholds tried (step 4)
+SWEEP="0.25 0.3 0.32 0.34 0.35 0.36 0.38 0.4 0.42 0.44 0.45 0.46 0.48 0.5 0.55 0.6"  # abstention thresholds tried (step 4)
 # run CMD...: the command, or with --dry-run only its line (nothing is read, trained or written)
 run() { if [ "${DRY:-0}" = 1 ]; then echo "$*"; else "$@"; fi; }
 done_or() { [ "${DRY:-0}" != 1 ] && [ -f "$1" ]; }
