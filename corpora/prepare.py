@@ -354,10 +354,44 @@ def pyroomacoustics_items(files: dict[str, int]) -> list[Item]:
     return items
 
 
+# Sources whose every usable file is named in sources.json ("files": snapshot path -> [kind, subkind,
+# source recording, license]): one output file per listed path, {kind}/{recording}.flac. A listed path
+# missing from the snapshot (or absent: over the snapshot's 4 MiB limit) is an error, not skipped.
+# Used by speech_commands_noise (chaeyoung-lee/wids_tutorial) and max_audio_samples (IBM/MAX-Audio-Classifier).
+def _listed_items(name: str, files: dict[str, int]) -> list[Item]:
+    items = []
+    for path, (kind, subkind, group, lic) in SOURCES[name].files.items():
+        if files.get(path, -1) <= 0:
+            raise PrepareError(f"{name}: {path} is not in the snapshot (or its blob is absent)")
+        items.append(Item(out=f"{kind}/{group}.flac", sources=(path,), meta={
+            "kind": kind, "subkind": subkind, "source_recording": group,
+            "speaker": group if kind == "voices" else "", "license": lic}))
+    return items
+
+
+def speech_commands_items(files: dict[str, int]) -> list[Item]:
+    return _listed_items("speech_commands_noise", files)
+
+
+def max_audio_items(files: dict[str, int]) -> list[Item]:
+    return _listed_items("max_audio_samples", files)
+
+
+# rendered_music: a folder written by corpora/render_music.py (music21's public-domain scores played by
+# FluidSynth); every top-level WAV is one piece, its collection (composer) the part of its name before "_".
+def rendered_music_items(files: dict[str, int]) -> list[Item]:
+    lic = SOURCES["rendered_music"].license
+    return [Item(out=f"music/{_stem(path)}.flac", sources=(path,), meta={
+        "kind": "music", "subkind": f"rendered_{_stem(path).split('_')[0]}", "source_recording": _stem(path),
+        "speaker": "", "license": lic})
+        for path in sorted(files) if "/" not in path and path.endswith(".wav") and files[path] > 0]
+
+
 # Each source's facts (repository, commit, license, class map, hand-placed pools) are data: sources.json.
 # Here only the code that lists a snapshot's items.
 ITEM_LISTERS: dict[str, Callable[[dict[str, int]], list[Item]]] = {
-    f.__name__: f for f in (urdu_items, fsdd_items, librosa_items, timgrau_items, pyroomacoustics_items)}
+    f.__name__: f for f in (urdu_items, fsdd_items, librosa_items, timgrau_items, pyroomacoustics_items,
+                            speech_commands_items, max_audio_items, rendered_music_items)}
 
 
 SOURCES_FILE = Path(__file__).with_name("sources.json")

@@ -183,3 +183,23 @@ def test_cli_list_and_limit(tmp_path, capsys):
     assert len(rows) == 2
     assert P.main(["summary", str(tmp_path)]) == 0
     assert P.main(["urdu", "--mirror", str(repo), "--out", str(tmp_path / "u")]) == 2   # no URDU files there
+
+
+def test_rendered_music_and_listed_sources(tmp_path):
+    """rendered_music takes every top-level WAV of render_music.py's folder as one music recording, pooled
+    disjointly; a source whose files are listed in sources.json refuses a snapshot missing one of them."""
+    folder = tmp_path / "rendered"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    names = [f"{c}_piece{i}" for c in ("bach", "joplin", "essenFolksong") for i in range(4)]
+    for n in names:
+        sf.write(folder / f"{n}.wav", 0.1 * rng.standard_normal(16000).astype("float32"), 16000, subtype="PCM_16")
+    (folder / "rendered.json").write_text("{}")
+    out = tmp_path / "out"
+    P.prepare(P.SOURCES["rendered_music"], folder, out, log=lambda _: None)
+    _, rows = read_rows(out / "manifest.csv")
+    assert sorted(r["source_recording"] for r in rows) == sorted(names)
+    assert {r["kind"] for r in rows} == {"music"} and {r["pool"] for r in rows} == set(P.POOLS)
+    assert {r["subkind"] for r in rows} == {"rendered_bach", "rendered_joplin", "rendered_essenFolksong"}
+    with pytest.raises(P.PrepareError, match="not in the snapshot"):
+        P.prepare(P.SOURCES["max_audio_samples"], folder, tmp_path / "out2", log=lambda _: None)
