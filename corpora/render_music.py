@@ -92,18 +92,18 @@ def render(path: Path, out: Path) -> dict | None:
     for m in marks:
         m.activeSite.remove(m)
     score.parts[0].insert(0, tempo.MetronomeMark(number=max(40.0, min(200.0, bpm * factor))))
-    with tempfile.TemporaryDirectory() as tmp:
-        mid = Path(tmp) / "piece.mid"
-        score.write("midi", fp=str(mid))
-        wav = out / f"{name}.wav"
-        subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", str(SAMPLE_RATE), "-F", str(wav),
-                        str(SOUNDFONT), str(mid)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import soundfile as sf
-    audio, sr = sf.read(wav, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)[: int(MAX_SECONDS * sr)]
+    with tempfile.TemporaryDirectory() as tmp:  # a piece cut short by the timeout leaves nothing behind
+        mid, raw = Path(tmp) / "piece.mid", Path(tmp) / "piece.wav"
+        score.write("midi", fp=str(mid))
+        subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", str(SAMPLE_RATE), "-F", str(raw),
+                        str(SOUNDFONT), str(mid)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with sf.SoundFile(raw) as f:  # only the first MAX_SECONDS are read: a score can declare hours
+            sr = f.samplerate
+            audio = f.read(int(MAX_SECONDS * sr), dtype="float32", always_2d=True).mean(axis=1)
     if audio.size < sr * 5 or float(abs(audio).max()) < 1e-3:
-        wav.unlink()
         return None
+    wav = out / f"{name}.wav"
     sf.write(wav, audio, sr, subtype="PCM_16")
     return {"file": wav.name, "collection": path.parent.name if path.parent.name != "corpus" else "",
             "score": "/".join(path.parts[path.parts.index("corpus") + 1:]), "programs": programs,
