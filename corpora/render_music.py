@@ -12,7 +12,7 @@ Needs music21 (pip, BSD-3; its corpus of scores ships with it) and the `fluidsyn
 Neither is a moodmic dependency: run it from a separate environment, e.g.
 
     python3 -m venv /tmp/venv-midi && /tmp/venv-midi/bin/pip install music21
-    /tmp/venv-midi/bin/python corpora/render_music.py /work/music-rendered --pieces 80
+    /tmp/venv-midi/bin/python corpora/render_music.py /work/music-rendered --pieces 50
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def render(path: Path, out: Path) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
-    p.add_argument("--pieces", type=int, default=80)
+    p.add_argument("--pieces", type=int, default=50)
     a = p.parse_args(argv)
     if not SOUNDFONT.is_file():
         print(f"render_music: {SOUNDFONT} is missing; install it: apt-get install fluidsynth fluid-soundfont-gm",
