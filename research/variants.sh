@@ -65,12 +65,13 @@
 #   rooms-2-extra    rooms-2 with the training pools of more noise recordings too ($NOISE_EXTRA, default
 #                    ../corpora-extra, prepared by corpora/prepare.py --out), measured in rooms and noise of
 #                    $NOISE alone, so that its figures compare with rooms-2's on the same renderings
+#   rooms-4-extra    both: four copies per clip, drawn from the training pools of $NOISE and $NOISE_EXTRA
 # Retired (their options left the trainer; research/README.md says how to rerun them): label-smoothing,
 # mixup, band-std, speaker-mean, speaker-adversary.
 set -eu
 HERE=$(dirname "$0")
 case "${1:-}" in -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
-VARIANTS="rooms-2, rooms-2-three, rooms-2-five, rooms-4, rooms-2-extra, seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe, whisper-probe, whisper-teacher, whisper-teacher-speech or test-time"
+VARIANTS="rooms-2, rooms-2-three, rooms-2-five, rooms-4, rooms-2-extra, rooms-4-extra, seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe, whisper-probe, whisper-teacher, whisper-teacher-speech or test-time"
 VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
 # The corpus: $DATA if set, else moodmic-train's default ($MOODMIC_DATA, else ../shared/data/ravdess).
@@ -99,12 +100,13 @@ case "$VARIANT" in
         --init-seed 0 --out "$OUT/variants/rooms-4-0"
     nice -n 5 moodmic-train conditions "$OUT/variants/rooms-4-0" --noise "$NOISE" --out "$OUT/variants/rooms-4/conditions" \
         --jobs 2 ;;
-  rooms-2-extra)
+  rooms-2-extra|rooms-4-extra)
     NOISE_EXTRA=${NOISE_EXTRA:-../corpora-extra}
-    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --rooms 2 \
-        --room-noise "$NOISE" "$NOISE_EXTRA" --init-seed 0 --out "$OUT/variants/rooms-2-extra-0"
-    nice -n 5 moodmic-train conditions "$OUT/variants/rooms-2-extra-0" --noise "$NOISE" \
-        --out "$OUT/variants/rooms-2-extra/conditions" --jobs 2 ;;
+    copies=$([ "$VARIANT" = rooms-2-extra ] && echo 2 || echo 4)
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --rooms $copies \
+        --room-noise "$NOISE" "$NOISE_EXTRA" --init-seed 0 --out "$OUT/variants/$VARIANT-0"
+    nice -n 5 moodmic-train conditions "$OUT/variants/$VARIANT-0" --noise "$NOISE" \
+        --out "$OUT/variants/$VARIANT/conditions" --jobs 2 ;;
   rooms-2-three|rooms-2-five)
     seeds=$([ "$VARIANT" = rooms-2-three ] && echo "0 1 2" || echo "0 1 2 3 4"); runs=""
     for s in $seeds; do
