@@ -90,23 +90,14 @@ members() {
     [ -f "$OUT/variants/$VARIANT/cv_summary.json" ] || moodmic-train members $runs --out "$OUT/variants/$VARIANT"
 }
 case "$VARIANT" in
-  rooms-2)
-    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --rooms 2 --room-noise "$NOISE" \
-        --init-seed 0 --out "$OUT/variants/rooms-2-0"
-    nice -n 5 moodmic-train conditions "$OUT/variants/rooms-2-0" --noise "$NOISE" --out "$OUT/variants/rooms-2/conditions" \
+  rooms-2|rooms-4|rooms-2-extra|rooms-4-extra)
+    # copies from the name (rooms-N); -extra adds $NOISE_EXTRA's training pool; measured on $NOISE alone
+    copies=${VARIANT#rooms-}; copies=${copies%-extra}
+    case "$VARIANT" in *-extra) set -- "$NOISE" "${NOISE_EXTRA:-../corpora-extra}" ;; *) set -- "$NOISE" ;; esac
+    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --rooms "$copies" --room-noise "$@" \
+        --init-seed 0 --out "$OUT/variants/$VARIANT-0"
+    nice -n 5 moodmic-train conditions "$OUT/variants/$VARIANT-0" --noise "$NOISE" --out "$OUT/variants/$VARIANT/conditions" \
         --jobs 2 ;;
-  rooms-4)
-    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --rooms 4 --room-noise "$NOISE" \
-        --init-seed 0 --out "$OUT/variants/rooms-4-0"
-    nice -n 5 moodmic-train conditions "$OUT/variants/rooms-4-0" --noise "$NOISE" --out "$OUT/variants/rooms-4/conditions" \
-        --jobs 2 ;;
-  rooms-2-extra|rooms-4-extra)
-    NOISE_EXTRA=${NOISE_EXTRA:-../corpora-extra}
-    copies=$([ "$VARIANT" = rooms-2-extra ] && echo 2 || echo 4)
-    nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --rooms $copies \
-        --room-noise "$NOISE" "$NOISE_EXTRA" --init-seed 0 --out "$OUT/variants/$VARIANT-0"
-    nice -n 5 moodmic-train conditions "$OUT/variants/$VARIANT-0" --noise "$NOISE" \
-        --out "$OUT/variants/$VARIANT/conditions" --jobs 2 ;;
   rooms-2-three|rooms-2-five)
     seeds=$([ "$VARIANT" = rooms-2-three ] && echo "0 1 2" || echo "0 1 2 3 4"); runs=""
     for s in $seeds; do
