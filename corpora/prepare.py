@@ -378,7 +378,9 @@ def max_audio_items(files: dict[str, int]) -> list[Item]:
 
 
 # rendered_music: a folder written by corpora/render_music.py (music21's public-domain scores played by
-# FluidSynth); every top-level WAV is one piece, its collection (composer) the part of its name before "_".
+# FluidSynth); every top-level WAV is one piece, named {score's folder}_{score}. Its subkind is the name's part
+# before the first "_": the collection (bach, joplin, ...) for most scores, the work's folder for scores kept in
+# one (opus18no4, k458); rendered.json has each piece's collection.
 def rendered_music_items(files: dict[str, int]) -> list[Item]:
     lic = SOURCES["rendered_music"].license
     return [Item(out=f"music/{_stem(path)}.flac", sources=(path,), meta={

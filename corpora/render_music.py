@@ -105,8 +105,8 @@ def render(path: Path, out: Path) -> dict | None:
         return None
     wav = out / f"{name}.wav"
     sf.write(wav, audio, sr, subtype="PCM_16")
-    return {"file": wav.name, "collection": path.parent.name if path.parent.name != "corpus" else "",
-            "score": "/".join(path.parts[path.parts.index("corpus") + 1:]), "programs": programs,
+    score_path = path.parts[path.parts.index("corpus") + 1:]  # collection first, e.g. beethoven/opus18no4/...
+    return {"file": wav.name, "collection": score_path[0], "score": "/".join(score_path), "programs": programs,
             "tempo_factor": round(factor, 3), "seconds": round(audio.size / sr, 2)}
 
 
