@@ -177,6 +177,7 @@ class Daemon:
             self.source.close()
         if fault:
             raise fault
+        self.publisher.check()  # a refusal can answer the last messages while close() drains them
         return 0
 
     def _stalled(self, seconds: float) -> None:
