@@ -28,17 +28,37 @@ def test_coverage_and_wrong_are_time_weighted_and_only_emotions_count():
     r = score_states(states, truth, ("a", "b"))
     assert r["coverage"] == pytest.approx(15 / 20, abs=1e-4)  # "a" from 2 to 12 s, "b" from 15 to 20 s
     assert r["wrong"] == pytest.approx(2 / 15, abs=1e-4)  # "a" while "b" was spoken, 10-12 s
-    assert score_states([(1.0, "uncertain")], truth, ("a", "b")) == {"seconds": 20.0, "coverage": 0.0, "wrong": None}
+    assert score_states([(1.0, "uncertain")], truth, ("a", "b")) == {"speech_s": 20.0, "coverage": 0.0, "wrong": None}
+
+
+def test_only_speech_time_counts_not_the_silence_around_each_sentence():
+    truth = [(1.0, 3.0, "a"), (5.0, 7.0, "a"), (9.0, 11.0, "b")]  # clips of 4 s, speech in their middle 2 s
+    r = score_states([(0.0, "a"), (8.5, "silence"), (10.0, "b")], truth, ("a", "b"))
+    assert r["speech_s"] == 6.0
+    assert r["coverage"] == pytest.approx(5 / 6, abs=1e-4)  # all of both "a" sentences, half of "b"'s
+    assert r["wrong"] == 0.0  # "a" held over the silence before "b" was spoken: not wrong
+
+
+def test_speech_span_finds_the_sentence_inside_its_silence():
+    from trainer.rooms import speech_span
+
+    x = np.zeros(4 * SR, np.float32)
+    x[SR : 3 * SR] = speechlike(2.0, seed=1)[: 2 * SR]
+    x[: SR] = 1e-5 * np.random.default_rng(0).standard_normal(SR)  # a studio's floor, far below the voice
+    s0, s1 = speech_span(x, SR)
+    assert 0.9 <= s0 <= 1.1 and 2.9 <= s1 <= 3.1
+    assert speech_span(np.zeros(SR, np.float32), SR) == (0.0, 1.0)  # nothing voiced: all of it, no crash
 
 
 def test_runs_are_one_actor_and_one_emotion_and_their_order_is_seeded():
     clips = [FakeClip(f"{actor}-{label}-{i}", actor, label) for actor in ("01", "02") for label in ("a", "b")
              for i in range(RUN_CLIPS + 2)]  # two clips over a run each: left out
-    audio, truth = build_replay(clips, lambda c: np.full(SR, 0.1, np.float32), seed=0, rate=SR)
+    audio, truth = build_replay(clips, lambda c: (np.full(SR, 0.1, np.float32), (0.25, 0.75)), seed=0, rate=SR)
     assert len(truth) == 4 * RUN_CLIPS and len(audio) == 4 * RUN_CLIPS * SR
+    assert [t[:2] for t in truth[:2]] == [(0.25, 0.75), (1.25, 1.75)]  # each clip's speech, at its place
     runs = [truth[i : i + RUN_CLIPS] for i in range(0, len(truth), RUN_CLIPS)]
     assert all(len({t[2] for t in run}) == 1 for run in runs)
-    assert build_replay(clips, lambda c: np.zeros(SR, np.float32), seed=0, rate=SR)[1] == truth
+    assert build_replay(clips, lambda c: (np.zeros(SR, np.float32), (0.25, 0.75)), seed=0, rate=SR)[1] == truth
 
 
 def test_a_replay_through_the_daemon_maps_states_to_stream_time():
@@ -47,7 +67,7 @@ def test_a_replay_through_the_daemon_maps_states_to_stream_time():
     # synthetic "speech" is no voice to the gate, and the tiny model is never sure
     settings = Settings(gate=GateSettings(enabled=False), smoothing=SmoothingSettings(min_confidence=0.0))
     r = replay_fold(TINY_INT8, audio, truth, settings)
-    assert r["states"] >= 1 and r["seconds"] == 24.0
+    assert r["states"] >= 1 and r["speech_s"] == 24.0
     assert 0.0 < r["coverage"] <= 1.0 - 2.5 / 24  # nothing is published before the first full window
     assert r["wrong"] is not None and 0.0 <= r["wrong"] <= 1.0
 
@@ -70,7 +90,7 @@ def test_the_command_replays_each_folds_test_speech_and_writes_its_report(tmp_pa
     fold = report["folds"]["clean"][run.name]
     speech_clips = sum(1 for line in (run / "manifest.csv").read_text().splitlines()
                        if ",04," in line and ",speech," in line and ",test," in line)
-    assert fold["seconds"] > 0 and speech_clips >= RUN_CLIPS and 0.0 <= fold["coverage"] <= 1.0
+    assert fold["speech_s"] > 0 and speech_clips >= RUN_CLIPS and 0.0 <= fold["coverage"] <= 1.0
     assert "| clean |" in (out / "replay.md").read_text()
     # the tiny bundle abstaining below 0.999 is uncertain throughout; --hold never says it
     unsure = tmp_path / "unsure"

@@ -8,9 +8,11 @@ one actor and one emotion (a person in one mood for half a minute), the runs shu
 joined into one recording per fold and condition. That recording goes through the daemon as a device
 runs it (edge.daemon.Daemon: gate on, smoothing, the bundle's abstention threshold; a file source at
 full speed), with the fold's converted bundle (`DIR/fold-K[/bundle]`). Every state the daemon publishes
-holds from its window's end until the next state, and the truth is the emotion of the clip playing:
+holds from its window's end until the next state. The truth is speech time: each clip's span from its
+first to its last voiced frame, found on the clean clip (trainer.rooms.speech_span; about half of a
+RAVDESS clip is the silence before and after the sentence, which no state can be right or wrong about):
 
-- coverage: the share of the recording's time during which an emotion is published (not silence,
+- coverage: the share of the speech time during which an emotion is published (not silence,
   uncertain or nothing yet);
 - wrong: of that time, the share during which the published emotion is not the one being spoken.
 
@@ -41,7 +43,7 @@ from edge.sources import GeneratorSource
 from .conditions import bundle_dir, find_folds, fold_clips, pick_conditions
 from .crossval import fold_stats
 from .noisebank import NoiseBank, stable_seed
-from .rooms import CONDITIONS, Renderer, RoomBank
+from .rooms import CONDITIONS, Renderer, RoomBank, speech_span
 
 RUN_CLIPS = 5  # clips of one actor and emotion in a row
 POOLS = {"test": "evaluation", "validation": "validation"}  # each part with its own pool, as `conditions`
@@ -59,7 +61,8 @@ class _Recorder(StdoutPublisher):
 
 
 def build_replay(clips: list, render, seed: int, rate: int) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
-    """(audio, [(start_s, end_s, emotion)]) of runs of RUN_CLIPS clips of one actor and emotion, shuffled."""
+    """(audio, [(start_s, end_s, emotion)]) of runs of RUN_CLIPS clips of one actor and emotion, shuffled.
+    `render(clip)` gives (audio, (speech start_s, end_s) within it); the truth is those speech spans."""
     groups: dict[tuple[str, str], list] = {}
     for c in sorted(clips, key=lambda c: c.name):
         groups.setdefault((c.speaker, c.label), []).append(c)
@@ -68,26 +71,26 @@ def build_replay(clips: list, render, seed: int, rate: int) -> tuple[np.ndarray,
     parts, truth, t = [], [], 0.0
     for i in order:
         for c in runs[i]:
-            x = render(c)
+            x, (s0, s1) = render(c)
             parts.append(x)
-            truth.append((t, t + len(x) / rate, c.label))
+            truth.append((t + s0, t + s1, c.label))
             t += len(x) / rate
     return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), truth
 
 
 def score_states(states: list[tuple[float, str]], truth: list[tuple[float, float, str]], labels: tuple[str, ...]) -> dict:
-    """Time-weighted coverage and wrong share: each (time_s, label) holds until the next one."""
-    total = truth[-1][1] if truth else 0.0
+    """Time-weighted coverage and wrong share of the truth's spans: each (time_s, label) holds until the next one."""
+    total = sum(t1 - t0 for t0, t1, _ in truth)
     covered = wrong = 0.0
     for k, (start, label) in enumerate(states):
-        end = states[k + 1][0] if k + 1 < len(states) else total
+        end = states[k + 1][0] if k + 1 < len(states) else (truth[-1][1] if truth else 0.0)
         if label not in labels or end <= start:
             continue
         for t0, t1, emotion in truth:
             overlap = max(0.0, min(end, t1) - max(start, t0))
             covered += overlap
             wrong += overlap if emotion != label else 0.0
-    return {"seconds": round(total, 1), "coverage": round(covered / total, 4) if total else 0.0,
+    return {"speech_s": round(total, 1), "coverage": round(covered / total, 4) if total else 0.0,
             "wrong": round(wrong / covered, 4) if covered else None}
 
 
@@ -133,14 +136,15 @@ def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[st
             if why:
                 print(f"{run_dir.name} {name}: not measured ({why})", file=sys.stderr)
                 continue
-            def render(c, renderer=renderer, cond=cond, rate=rate) -> np.ndarray:
-                return renderer.render(load_audio(c.path, rate), cond, pool, c.sha256)[0]
+            def render(c, renderer=renderer, cond=cond, rate=rate) -> tuple[np.ndarray, tuple[float, float]]:
+                clean = load_audio(c.path, rate)
+                return renderer.render(clean, cond, pool, c.sha256)[0], speech_span(clean, rate)
 
             audio, truth = build_replay(clips, render, seed, rate)
             r = replay_fold(bundle, audio, truth, settings, abstain_below)
             results.setdefault(name, {})[run_dir.name] = r
             wrong = "-" if r["wrong"] is None else f"{r['wrong']:.2f}"
-            print(f"{run_dir.name} {name}: {r['seconds']:.0f} s, coverage {r['coverage']:.2f}, wrong {wrong}",
+            print(f"{run_dir.name} {name}: {r['speech_s']:.0f} s of speech, coverage {r['coverage']:.2f}, wrong {wrong}",
                   file=sys.stderr)
     def mean_sd(values: list[float]) -> list[float] | None:
         s = fold_stats(values) if values else None
@@ -158,7 +162,7 @@ def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[st
     lines = [f"# Daemon replays: {target}", "",
              f"The {part} actors' spoken clips, {pool} pool, runs of {RUN_CLIPS} clips of one actor and emotion, through "
              f"the daemon ({how}) and each fold's bundle. Mean +- sd over folds.", "",
-             "| condition | coverage (share of time with an emotion published) | wrong (share of that time) |",
+             "| condition | coverage (share of speech time with an emotion published) | wrong (share of that time) |",
              "|---|---|---|"]
     for name, s in summary.items():
         wrong = "-" if s["wrong"] is None else f"{s['wrong'][0]:.2f} +- {s['wrong'][1]:.2f}"

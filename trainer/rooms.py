@@ -93,6 +93,17 @@ def active_power(x: np.ndarray, sr: int) -> float:
     return float(p[p >= p.max() * 10 ** (-ACTIVE_RANGE_DB / 10)].mean())
 
 
+def speech_span(x: np.ndarray, sr: int) -> tuple[float, float]:
+    """(start_s, end_s) from the first to the last 20-ms frame within 30 dB of the loudest one: where a
+    clean clip's voice is (RAVDESS's leading and trailing silence is left out, its pauses kept)."""
+    frame = int(ACTIVE_FRAME_S * sr)
+    p = _frame_power(x, frame)
+    on = np.flatnonzero(p >= p.max() * 10 ** (-ACTIVE_RANGE_DB / 10))
+    if len(p) == 1 or len(on) == 0:  # shorter than a frame (or all zero): all of it
+        return 0.0, len(x) / sr
+    return on[0] * frame / sr, (on[-1] + 1) * frame / sr
+
+
 def loudest_window_dbfs(x: np.ndarray, sr: int, seconds: float = LEVEL_WINDOW_S) -> float:
     """RMS level of the loudest `seconds` window (10-ms steps), dBFS; the whole clip if shorter."""
     x = np.asarray(x, np.float64)
