@@ -101,7 +101,7 @@ def speech_span(x: np.ndarray, sr: int) -> tuple[float, float]:
     on = np.flatnonzero(p >= p.max() * 10 ** (-ACTIVE_RANGE_DB / 10))
     if len(p) == 1 or len(on) == 0:  # shorter than a frame (or all zero): all of it
         return 0.0, len(x) / sr
-    return on[0] * frame / sr, (on[-1] + 1) * frame / sr
+    return float(on[0] * frame / sr), float((on[-1] + 1) * frame / sr)
 
 
 def loudest_window_dbfs(x: np.ndarray, sr: int, seconds: float = LEVEL_WINDOW_S) -> float:
