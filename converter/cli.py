@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clips the parity gate runs on: the validation side (default) or, for a run trained on "
                         "every clip, the training side")
     p.add_argument("--abstain", type=Path,
-                   help="abstain.json of moodmic-train abstain: its threshold goes into the bundle (output.abstain_below)")
+                   help="abstain.json of moodmic-train abstain: its threshold goes into the bundle (output.abstain_below), "
+                        "with the smoothing span it was chosen under where it names one (output.smoothing_windows)")
     p.add_argument("--calibration", type=Path,
                    help="calibration.json of moodmic-train calibrate: its temperature goes into a logits bundle")
     return p
@@ -105,11 +106,13 @@ def convert_run(args: argparse.Namespace) -> tuple[list[parity.Parity], list[Con
             output_kind="logits" if run.outputs_logits else "probabilities",
             temperature=calibration["temperature"] if calibration else 1.0,
             abstain_below=float(abstain["abstain_below"]) if abstain else 0.0,
+            smoothing_windows=int(abstain.get("smoothing_windows") or 0) if abstain else 0,
             conversion={"mode": mode, "ops": sorted(set(ops)), "parity": figures.to_dict(),
                         "parity_side": {"val": "validation clips of the run", "train": "training clips of the run (it has "
                                         "no validation side): agreement with Keras, not held-out accuracy"}[args.parity_side],
                         "calibration": calibration or {},
-                        "abstain": {k: abstain[k] for k in ("abstain_below", "rule", "source")} if abstain else {},
+                        "abstain": {k: abstain[k] for k in ("abstain_below", "smoothing_windows", "rule", "source")
+                                    if k in abstain} if abstain else {},
                         "representative": {"windows": 0 if rep is None else len(rep), "seed": args.rep_seed,
                                            "source": str(args.rep_dir) if args.rep_dir else "training split"},
                         "gate": {"min_agreement": args.min_agreement, "max_ua_drop": args.max_ua_drop}},

@@ -14,7 +14,9 @@ and the web page read it (`load_bundle`). Format, version 1:
     input            {shape [1, n_frames, n_mels], layout "time_mel", dtype, scale, zero_point}
     output           {shape [1, n_labels], kind "probabilities"|"logits", temperature, dtype, scale, zero_point,
                       abstain_below: the smoothed top probability under which the daemon says "uncertain"
-                      (chosen on validation actors in rooms and noise; 0 or absent: never)}
+                      (chosen on validation actors in rooms and noise; 0 or absent: never);
+                      smoothing_windows: the EMA span the threshold was chosen with, which the daemon
+                      uses unless smoothing.windows says otherwise (0 or absent: the daemon's own)}
     tflite_sha256    hex sha256 of model.tflite
     created_utc, moodmic_version, license
     conversion       free-form: mode, parity figures (converter)
@@ -66,6 +68,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "output.scale": (0.0, 1e6),
     "output.temperature": (0.01, 100.0),  # probabilities = softmax(logits / temperature)
     "output.abstain_below": (0.0, 0.999),  # a probability: at 1 every result would be uncertain
+    "output.smoothing_windows": (0, 100),  # as smoothing.windows allows
 }
 
 
@@ -82,6 +85,7 @@ class Bundle:
     temperature: float
     tflite_sha256: str
     abstain_below: float = 0.0  # below this top probability a result is "uncertain" (0: never)
+    smoothing_windows: int = 0  # the EMA span abstain_below was chosen with (0: none named)
     info: dict[str, Any] = field(default_factory=dict, compare=False)  # created, license, conversion, training
 
     @property
@@ -101,7 +105,8 @@ class Bundle:
             "eval_hop_s": self.eval_hop_s,
             "input": {**self.input.to_dict(), "layout": INPUT_LAYOUT},
             "output": {**self.output.to_dict(), "kind": self.output_kind, "temperature": self.temperature,
-                       **({"abstain_below": self.abstain_below} if self.abstain_below else {})},
+                       **({"abstain_below": self.abstain_below} if self.abstain_below else {}),
+                       **({"smoothing_windows": self.smoothing_windows} if self.smoothing_windows else {})},
             "tflite_sha256": self.tflite_sha256,
             **self.info,
         }
@@ -158,6 +163,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
             temperature=_typed("output.temperature", out.get("temperature", 1.0), float),
             tflite_sha256=_typed("tflite_sha256", meta["tflite_sha256"], str),
             abstain_below=_typed("output.abstain_below", out.get("abstain_below", 0.0), float),
+            smoothing_windows=_typed("output.smoothing_windows", out.get("smoothing_windows", 0), int),
             info={k: v for k, v in meta.items() if k not in _CORE_KEYS},
         )
     except BundleError as exc:
@@ -211,7 +217,8 @@ def _check_consistent(b: Bundle, layout: Any, where: str) -> None:
     p = b.features
     problems = []
     numbers = {"eval_hop_s": b.eval_hop_s, "input.scale": b.input.scale, "output.scale": b.output.scale,
-               "output.temperature": b.temperature, "output.abstain_below": b.abstain_below}
+               "output.temperature": b.temperature, "output.abstain_below": b.abstain_below,
+               "output.smoothing_windows": b.smoothing_windows}
     for key, (lo, hi) in LIMITS.items():
         if not (_finite(numbers[key]) and lo <= numbers[key] <= hi):
             problems.append(f"{key} {shown(numbers[key])} (supported: {lo:g}..{hi:g})")
@@ -259,6 +266,7 @@ def write_bundle(
     output_kind: str = "probabilities",
     temperature: float = 1.0,
     abstain_below: float = 0.0,
+    smoothing_windows: int = 0,
     license: str = "",
     conversion: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
@@ -286,6 +294,7 @@ def write_bundle(
         temperature=temperature,
         tflite_sha256=hashlib.sha256(tflite).hexdigest(),
         abstain_below=abstain_below,
+        smoothing_windows=smoothing_windows,
         info={
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "moodmic_version": __version__,

@@ -104,12 +104,16 @@ class GateSettings:
     silence_after: int = _opt(3, "consecutive gated windows after which the state becomes 'silence'", min=1, max=3600)
 
 
+DEFAULT_SMOOTHING_WINDOWS = 3  # a bundle that names no span of its own (every bundle before issue [10]'s grid)
+
+
 @dataclass(frozen=True)
 class SmoothingSettings:
     """How window results become the published state."""
 
     method: str = _opt("ema", "how window probabilities are smoothed", choices=("ema", "mean"))
-    windows: int = _opt(3, "windows averaged (mean) or the EMA's span", min=1, max=100)
+    windows: int = _opt(0, "windows averaged (mean) or the EMA's span; 0: the model bundle's, chosen with its "
+                           f"abstention threshold ({DEFAULT_SMOOTHING_WINDOWS} if it names none)", min=0, max=100)
     min_confidence: float = _opt(0.4, "a new label needs at least this smoothed probability", min=0.0, max=1.0)
     hysteresis: float = _opt(0.1, "and must beat the current label's probability by this margin", min=0.0, max=1.0)
     uncertain: bool = _opt(True, "say 'uncertain' when the smoothed top probability is below the model bundle's "

@@ -119,7 +119,7 @@ class Daemon:
         self.stream = FeatureStream(model.frontend, decision_hop_frames(settings, params))
         self.gate = Gate(settings.gate, params)
         abstain = model.bundle.abstain_below if settings.smoothing.uncertain else 0.0
-        self.smoother = Smoother(model.labels, settings.smoothing, settings.gate, abstain)
+        self.smoother = Smoother(model.labels, settings.smoothing, settings.gate, abstain, model.bundle.smoothing_windows)
         self.counters = Counters()
         self.boot_id = uuid.uuid4().hex[:12]
         self._stop = False

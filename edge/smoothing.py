@@ -7,6 +7,8 @@ row the state is SILENCE and the smoothing starts afresh (the next speaker is a 
 When the smoothed top probability is below `abstain_below` (the model bundle's abstention threshold,
 chosen on validation actors in rooms and noise) the state is UNCERTAIN instead of the last emotion
 held: an automation never acts on a guess the model itself rates below its measured reliability.
+That threshold was chosen under one smoothing span, so a bundle may name it (output.smoothing_windows)
+and `smoothing.windows: 0` takes it (`span`).
 """
 
 from __future__ import annotations
@@ -15,18 +17,24 @@ from collections import deque
 
 import numpy as np
 
-from .config import GateSettings, SmoothingSettings
+from .config import DEFAULT_SMOOTHING_WINDOWS, GateSettings, SmoothingSettings
 from .schema import SILENCE, UNCERTAIN, named_probabilities
+
+
+def span(smoothing: SmoothingSettings, bundle_windows: int) -> int:
+    """The smoothing span in windows: the config's, else the bundle's, else the default."""
+    return smoothing.windows or bundle_windows or DEFAULT_SMOOTHING_WINDOWS
 
 
 class Smoother:
     def __init__(self, labels: tuple[str, ...], smoothing: SmoothingSettings, gate: GateSettings,
-                 abstain_below: float = 0.0):
+                 abstain_below: float = 0.0, bundle_windows: int = 0):
         self.labels = labels
         self.s = smoothing
+        self.windows = span(smoothing, bundle_windows)
         self.abstain_below = abstain_below
         self.silence_after = gate.silence_after
-        self._window: deque[np.ndarray] = deque(maxlen=smoothing.windows)
+        self._window: deque[np.ndarray] = deque(maxlen=self.windows)
         self._ema: np.ndarray | None = None
         self._gated_run = 0
         self.label: str | None = None
@@ -36,7 +44,7 @@ class Smoother:
         if self.s.method == "mean":
             self._window.append(probs)
             return np.mean(self._window, axis=0)
-        alpha = 2.0 / (self.s.windows + 1)  # the EMA whose span is N windows
+        alpha = 2.0 / (self.windows + 1)  # the EMA whose span is N windows
         self._ema = probs if self._ema is None else alpha * probs + (1 - alpha) * self._ema
         return self._ema
 

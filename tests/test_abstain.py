@@ -61,13 +61,40 @@ def test_no_threshold_when_the_rule_cannot_be_met_and_clear_errors(tmp_path):
         choose(tmp_path, "reverb")
 
 
-def replay(root: Path, p: float, room_wrong: float | None, part: str = "validation") -> None:
-    d = root / f"val-{p}"
+def replay(root: Path, p: float, room_wrong: float | None, part: str = "validation", span: int | None = None,
+           room_coverage: float | None = None) -> None:
+    d = root / (f"val-{p}" if span is None else f"span-{span}-{p}")
     d.mkdir(parents=True)
     summary = {"clean": {"coverage": [1 - p, 0.05], "wrong": [0.3, 0.1], "folds": 5},
-               "room": {"coverage": [0.5 - p, 0.05], "wrong": None if room_wrong is None else [room_wrong, 0.05],
-                        "folds": 5}}
-    (d / "replay.json").write_text(json.dumps({"part": part, "abstain_below": p, "summary": summary}))
+               "room": {"coverage": [0.5 - p if room_coverage is None else room_coverage, 0.05],
+                        "wrong": None if room_wrong is None else [room_wrong, 0.05], "folds": 5}}
+    (d / "replay.json").write_text(json.dumps({"part": part, "abstain_below": p, "summary": summary,
+                                               **({"smoothing_windows": span} if span else {})}))
+
+
+def test_a_sweep_over_spans_takes_each_spans_smallest_threshold_then_the_span_covering_most(tmp_path):
+    from trainer.abstain import choose_any
+
+    # span 3 first meets the rule at 0.4 (room covered 0.10); span 5 at 0.3 (covered 0.22): span 5 wins
+    for p, w, cov in ((0.3, 0.52, 0.23), (0.4, 0.33, 0.10), (0.5, 0.25, 0.05)):
+        replay(tmp_path, p, w, span=3, room_coverage=cov)
+    for p, w, cov in ((0.25, 0.48, 0.27), (0.3, 0.30, 0.22), (0.4, 0.20, 0.14)):
+        replay(tmp_path, p, w, span=5, room_coverage=cov)
+    result = choose_any(tmp_path)
+    assert (result["abstain_below"], result["smoothing_windows"]) == (0.3, 5)
+    assert set(result["sweep"]) >= {"span 3, P 0.4", "span 5, P 0.25"}
+    assert read_abstain(tmp_path / ABSTAIN_FILE)["smoothing_windows"] == 5  # what moodmic-convert --abstain reads
+    strict = choose_any(tmp_path, max_wrong=0.22)  # span 3 never gets there; span 5 at 0.4
+    assert (strict["abstain_below"], strict["smoothing_windows"]) == (0.4, 5)
+    assert choose_any(tmp_path, max_wrong=0.1)["smoothing_windows"] is None  # nothing to put in a bundle
+
+
+def test_an_abstain_file_with_a_span_out_of_range_is_refused(tmp_path):
+    path = tmp_path / ABSTAIN_FILE
+    for span in (-1, 101, 2.5, True):
+        path.write_text(json.dumps({"abstain_below": 0.3, "smoothing_windows": span}))
+        with pytest.raises(ConfigError, match="smoothing_windows"):
+            read_abstain(path)
 
 
 def test_the_threshold_from_daemon_replays_of_validation_actors(tmp_path):
@@ -77,6 +104,7 @@ def test_the_threshold_from_daemon_replays_of_validation_actors(tmp_path):
         replay(tmp_path, p, w)
     result = choose_any(tmp_path)
     assert result["abstain_below"] == 0.35  # the smallest P at most 1/3 wrong; 0.4 is also, 0.3 is not
+    assert "smoothing_windows" not in result  # replays without --span: the bundle keeps the daemon's span
     assert json.loads((tmp_path / ABSTAIN_FILE).read_text())["abstain_below"] == 0.35
     assert read_abstain(tmp_path / ABSTAIN_FILE)["abstain_below"] == 0.35  # what moodmic-convert --abstain reads
     assert choose_any(tmp_path, max_wrong=0.2)["abstain_below"] is None

@@ -47,6 +47,11 @@ def test_round_trip_through_write_bundle(tmp_path):
     assert again.input == src.input and again.input.dtype == "int8" and again.input.scale > 0
     assert again.info["training"] == {"actors": {"test": ["19", "20"]}}
     assert not (tmp_path / "b.tmp").exists()
+    written = json.loads((tmp_path / "b" / META_FILE).read_text())["output"]
+    assert again.smoothing_windows == 0 and "smoothing_windows" not in written  # no span named, none written
+    spanned = write_bundle(tmp_path / "s", src.tflite_path.read_bytes(), name="s", labels=src.labels, features=src.features,
+                           abstain_below=0.3, smoothing_windows=5)
+    assert load_bundle(tmp_path / "s") == spanned and (spanned.abstain_below, spanned.smoothing_windows) == (0.3, 5)
     # overwriting an existing bundle replaces it whole
     write_bundle(tmp_path / "b", src.tflite_path.read_bytes(), name="second", labels=src.labels, features=src.features)
     assert load_bundle(tmp_path / "b").name == "second" and not (tmp_path / "b.old").exists()

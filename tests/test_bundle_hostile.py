@@ -70,6 +70,8 @@ CORRUPTIONS = [
     case("output.temperature", 1e-320), case("output.temperature", 1e308), case("output.temperature", 0.0),
     case("output.temperature", INF), case("output.temperature", "2"),
     case("output.abstain_below", -0.1), case("output.abstain_below", 1.0), case("output.abstain_below", INF),
+    case("output.smoothing_windows", -1), case("output.smoothing_windows", 101), case("output.smoothing_windows", 2.5),
+    case("output.smoothing_windows", True),
     case("labels", ["x" * 10_000] + ["calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]),
     case("labels", [1, 2, 3, 4, 5, 6, 7, 8]),
     case("name", ["not", "a", "name"]), case("name", "n" * 100_000),

@@ -108,6 +108,10 @@ def test_abstention_threshold_goes_into_the_bundle(run_dir, tmp_path, capsys):
     assert convert([str(run_dir), "--out", str(tmp_path / "b"), "--mode", "dynamic", "--abstain", str(abstain)]) == 0
     bundle = load_bundle(tmp_path / "b")
     assert bundle.abstain_below == 0.42 and bundle.info["conversion"]["abstain"]["rule"] == "a rule"
+    assert bundle.smoothing_windows == 0  # no span named: the daemon keeps its own
+    abstain.write_text(json.dumps({"abstain_below": 0.3, "smoothing_windows": 5, "rule": "r", "source": "s"}))
+    assert convert([str(run_dir), "--out", str(tmp_path / "s"), "--mode", "dynamic", "--abstain", str(abstain)]) == 0
+    assert (load_bundle(tmp_path / "s").abstain_below, load_bundle(tmp_path / "s").smoothing_windows) == (0.3, 5)
     abstain.write_text(json.dumps({"abstain_below": None}))  # abstain found no threshold: nothing to convert with
     assert convert([str(run_dir), "--out", str(tmp_path / "c"), "--mode", "dynamic", "--abstain", str(abstain)]) == EXIT_CONFIG
     assert "--abstain" in capsys.readouterr().err and not (tmp_path / "c").exists()

@@ -135,6 +135,30 @@ def test_ema_and_mean_smoothing():
     assert np.allclose(mean.smoothed, [0, 0.5, 0.5])  # only the last 2 windows
 
 
+def test_the_span_is_the_configs_else_the_bundles_else_three(tmp_path):
+    """A bundle's threshold was chosen under one EMA span (output.smoothing_windows); smoothing.windows: 0 (the
+    default) takes it, an explicit value wins, and a bundle naming none gets the span of every earlier bundle."""
+    from edge.bundle import META_FILE
+    from edge.daemon import StdoutPublisher
+
+    spanned = tmp_path / "spanned"
+    shutil.copytree(TINY_INT8, spanned)
+    meta = json.loads((spanned / META_FILE).read_text())
+    meta["output"]["smoothing_windows"] = 5
+    (spanned / META_FILE).write_text(json.dumps(meta))
+
+    def span(bundle, windows: int) -> int:
+        model = EmotionModel.load(bundle)
+        source = GeneratorSource(iter(()), model.bundle.features.sample_rate, model.bundle.features.sample_rate)
+        return Daemon(Settings(smoothing=SmoothingSettings(windows=windows)), model, source, StdoutPublisher()).smoother.windows
+
+    assert (span(spanned, 0), span(spanned, 2), span(TINY_INT8, 0), span(TINY_INT8, 7)) == (5, 2, 3, 7)
+    five = Smoother(LABELS, SmoothingSettings(method="ema", min_confidence=0.0), GateSettings(), bundle_windows=5)
+    five.inferred(np.array([1.0, 0.0, 0.0]))
+    five.inferred(np.array([0.0, 1.0, 0.0]))
+    assert np.allclose(five.smoothed, [2 / 3, 1 / 3, 0.0])  # alpha = 2 / (5 + 1)
+
+
 # -- the gate ----------------------------------------------------------------------------------
 def non_speech(seconds=8.0, seed=0):
     rng = np.random.default_rng(seed)

@@ -107,7 +107,9 @@ def test_the_command_replays_each_folds_test_speech_and_writes_its_report(tmp_pa
     assert "uncertain" not in holding["folds"]["clean"][run.name]["called"] and "uncertain false" in holding["settings"]
     # a threshold tried on the validation actors (actor 03, the validation pool) without converting again
     assert main(["replay", str(run), "--bundles", str(TINY_INT8), "--noise", str(noise), "--conditions", "clean",
-                 "--part", "validation", "--abstain-below", "0.999", "--out", str(tmp_path / "sweep")]) == 0
+                 "--part", "validation", "--abstain-below", "0.999", "--span", "5", "--out", str(tmp_path / "sweep")]) == 0
     sweep = json.loads((tmp_path / "sweep" / "replay.json").read_text())
     assert sweep["part"] == "validation" and sweep["pool"] == "validation" and sweep["abstain_below"] == 0.999
+    assert sweep["smoothing_windows"] == 5 and "smoothing.windows 5" in sweep["settings"]  # what abstain groups by
+    assert abstaining["smoothing_windows"] is None  # the bundle's span
     assert sweep["folds"]["clean"][run.name]["called"] == {"uncertain": 1.0}

@@ -17,7 +17,10 @@ A clip's mean stands in for the daemon's smoothed window probabilities here; the
 on long replays is the measure that counts (issue [10], stage 5). So the same rule also reads a sweep:
 SWEEP_DIR/*/replay.json, each the validation actors replayed through the daemon under the validation
 pool with one threshold P; it takes the smallest P whose mean (over folds) wrong share of the published
-time in `--condition` is at most `--max-wrong`. The daemon covers less than the clips' means suggest
+time in `--condition` is at most `--max-wrong`. Replays made with `--span N` (the daemon's EMA span) are
+grouped by span: the smallest such P per span, then the span at which it covers most of `--condition`;
+abstain.json then names the span too (`smoothing_windows`), and the converter puts both in the bundle.
+The daemon covers less than the clips' means suggest
 (its smoothed windows are less sure than a clip's mean), which is why this is the one to ship.
 """
 
@@ -102,27 +105,39 @@ def choose_from_replays(sweep_dir: str | Path, condition: str = "room", max_wron
                              "validation actors only")
         summary = {name: {"coverage": v["coverage"][0], "wrong": v["wrong"][0] if v["wrong"] else None}
                    for name, v in data["summary"].items()}
-        rows.append((float(data["abstain_below"]), summary, str(path.parent)))
-    if not rows or condition not in rows[0][1]:
+        rows.append((data.get("smoothing_windows"), float(data["abstain_below"]), summary))
+    if not rows or condition not in rows[0][2]:
         raise UsageError(f"{sweep_dir}: no validation replays of condition {condition!r}; run moodmic-train replay "
                          "--part validation --abstain-below P --out SWEEP_DIR/P for several P")
-    rows.sort(key=lambda r: r[0])
-    ok = [r for r in rows if (w := r[1][condition]["wrong"]) is not None and w <= max_wrong]
-    chosen = ok[0] if ok else None
+    # Per span, the smallest P that keeps the wrong share within max_wrong; then the span whose P covers most
+    # of `condition` (a sweep without spans is one span: the daemon's default when it ran).
+    spans = sorted({r[0] for r in rows}, key=lambda w: w or 0)
+    best = []
+    for w in spans:
+        ok = sorted((r for r in rows if r[0] == w and (x := r[2][condition]["wrong"]) is not None and x <= max_wrong),
+                    key=lambda r: r[1])
+        if ok:
+            best.append(ok[0])
+    chosen = max(best, key=lambda r: r[2][condition]["coverage"]) if best else None
+    keyed = any(w is not None for w in spans)
     result = {
-        "abstain_below": chosen[0] if chosen else None,
-        "rule": f"smallest swept P with at most {max_wrong:.3f} of the published time wrong in {condition!r} "
-                "(daemon replays of the validation actors, mean over folds)",
+        "abstain_below": chosen[1] if chosen else None,
+        **({"smoothing_windows": chosen[0] if chosen else None} if keyed else {}),
+        "rule": ("per smoothing span, " if keyed else "") + f"smallest swept P with at most {max_wrong:.3f} of the "
+                f"published time wrong in {condition!r} (daemon replays of the validation actors, mean over folds)"
+                + (f"; of those, the span covering most of {condition!r}" if keyed else ""),
         "condition": condition, "max_wrong": max_wrong, "source": str(sweep_dir),
-        "sweep": {f"{p:g}": summary for p, summary, _ in rows},
+        "sweep": {(f"span {w}, P {p:g}" if keyed else f"{p:g}"): summary
+                  for w, p, summary in sorted(rows, key=lambda r: (r[0] or 0, r[1]))},
     }
     where = sweep_dir / ABSTAIN_FILE
     where.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if chosen is None:
         print(f"{where}: no swept threshold brings {condition!r} to at most {max_wrong:.2f} wrong", file=sys.stderr)
     else:
-        c = chosen[1][condition]
-        print(f"{where}: abstain below {chosen[0]:g}; validation {condition} coverage {c['coverage']:.2f} "
+        c = chosen[2][condition]
+        span = f" with an EMA span of {chosen[0]}" if chosen[0] else ""
+        print(f"{where}: abstain below {chosen[1]:g}{span}; validation {condition} coverage {c['coverage']:.2f} "
               f"(wrong {c['wrong']:.2f})", file=sys.stderr)
     return result
 
@@ -142,6 +157,9 @@ def read_abstain(path: str | Path) -> dict[str, Any]:
         t = float(data["abstain_below"])
         if not 0.0 <= t < 1.0:
             raise ValueError(f"abstain_below {t} is not a probability below 1")
+        span = data.get("smoothing_windows") or 0
+        if isinstance(span, bool) or not isinstance(span, int) or not 0 <= span <= 100:
+            raise ValueError(f"smoothing_windows {span!r} is not a span of 0-100 windows")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"--abstain {path}: not an abstain.json of moodmic-train abstain with a threshold ({exc})") from exc
     return data

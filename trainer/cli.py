@@ -41,6 +41,13 @@ def _actors(text: str) -> tuple[str, ...]:
     return tuple(a.strip() for a in text.split(",") if a.strip())
 
 
+def _span(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 100:
+        raise argparse.ArgumentTypeError(f"{n} is not a span of 1-100 windows")
+    return n
+
+
 # (flag, settings path, argparse options, help); every default comes from RunSettings().
 _SETTINGS_FLAGS: list[tuple[str, str, dict, str]] = [
     ("--data", "data", {"metavar": "DIR_OR_CSV"},
@@ -164,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="whose clips: the test actors (evaluation pool, a report) or the validation actors (their pool)")
     p.add_argument("--abstain-below", type=float, metavar="P",
                    help="this abstention threshold instead of the bundles' (a sweep on the validation actors)")
+    p.add_argument("--span", type=_span, metavar="N",
+                   help="this EMA span (smoothing.windows) instead of the bundles' (a sweep with --abstain-below)")
     p = sub.add_parser("abstain", help="the abstention threshold, chosen on the validation actors in rooms and noise")
     p.add_argument("conditions_dir", metavar="CONDITIONS_DIR", help="an output folder of moodmic-train conditions, or "
                    "of validation replays, one subfolder per --abstain-below P (the daemon's rule)")
@@ -233,7 +242,7 @@ def run(argv: list[str] | None = None) -> None:
         from .replay import measure_replays
 
         measure_replays(args.target, args.bundles, args.noise, args.out, args.conditions, hold=args.hold, part=args.part,
-                        abstain_below=args.abstain_below)
+                        abstain_below=args.abstain_below, span=args.span)
         return
     if args.command == "abstain":
         from .abstain import choose_any

@@ -19,7 +19,8 @@ RAVDESS clip is the silence before and after the sentence, which no state can be
 Results: OUT/replay.json and OUT/replay.md (mean +- sd over folds per condition); OUT defaults to
 CV_DIR/replay. The test actors under the evaluation pool are a report, never a choice; `--part
 validation` replays the validation actors under their own pool, and `--abstain-below P` tries a
-threshold there without converting again (a sweep to choose one on).
+threshold there without converting again (a sweep to choose one on), `--span N` with the daemon's EMA
+over N windows instead of the bundle's span (research/VARIANTS.md, variant 32: the two trade).
 """
 
 from __future__ import annotations
@@ -115,15 +116,16 @@ def replay_fold(bundle: Path, audio: np.ndarray, truth: list, settings: Settings
 
 def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[str], out: str | Path | None = None,
                     conditions: str | None = None, seed: int = 0, hold: bool = False, part: str = "test",
-                    abstain_below: float | None = None) -> dict[str, Any]:
+                    abstain_below: float | None = None, span: int | None = None) -> dict[str, Any]:
     target, bundles = Path(target), Path(bundles)
     out = Path(out) if out else target / "replay"
     folds = find_folds(target)
     names = pick_conditions(conditions or "clean,reverb,far,noise-voices-15,noise-household-10,noise-music-10,"
                                           "noise-fan-10,room")
     pool = POOLS[part]
-    # the daemon's defaults; `hold`: smoothing.uncertain false (the last emotion held, no abstention)
-    settings = Settings(smoothing=SmoothingSettings(uncertain=False)) if hold else Settings()
+    # the daemon's defaults; `hold`: smoothing.uncertain false (the last emotion held, no abstention); `span`:
+    # this EMA span instead of the bundle's (0: the bundle's)
+    settings = Settings(smoothing=SmoothingSettings(uncertain=not hold, windows=span or 0))
     results: dict[str, dict[str, dict]] = {}
     for run_dir in folds:
         bundle = bundle_dir(bundles, run_dir, len(folds) == 1)
@@ -153,9 +155,11 @@ def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[st
     summary = {name: {"coverage": mean_sd([r["coverage"] for r in by_fold.values()]),
                       "wrong": mean_sd([r["wrong"] for r in by_fold.values() if r["wrong"] is not None]),
                       "folds": len(by_fold)} for name, by_fold in results.items()}
-    how = "edge.config defaults (gate on)" + (", smoothing.uncertain false" if hold else "")
+    how = ("edge.config defaults (gate on)" + (", smoothing.uncertain false" if hold else "")
+           + (f", smoothing.windows {span}" if span else ""))
     report = {"target": str(target), "bundles": str(bundles), "part": part, "pool": pool, "run_clips": RUN_CLIPS,
               "seed": seed, "abstain_below": abstain_below if abstain_below is not None else "the bundles'",
+              "smoothing_windows": span,
               "settings": how, "summary": summary, "folds": results}
     out.mkdir(parents=True, exist_ok=True)
     (out / "replay.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
