@@ -143,8 +143,8 @@ class Daemon:
     def run(self) -> int:
         self.publisher.start()
         self._status(f"waiting for audio from {self.source.describe()}")
-        _LOG.info("listening to %s with model %s (%s)", self.source.describe(), self.model.bundle.name,
-                  self.model.tflite.runtime)
+        _LOG.info("listening to %s with model %s (%s), smoothing over %d windows", self.source.describe(),
+                  self.model.bundle.name, self.model.tflite.runtime, self.smoother.windows)
         now = time.monotonic()
         self._next_state = now + self.settings.mqtt.state_interval
         self._next_health = now + self.settings.mqtt.health_interval
