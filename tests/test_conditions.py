@@ -23,6 +23,7 @@ from trainer.noisebank import KINDS, NoiseBank
 from trainer.rooms import CONDITIONS, DISTANCE_RANGE_M, FAR_LEVEL_DBFS, RT60_RANGE_S, SNRS_DB, Renderer, RoomBank, reverberate
 
 from conftest import FIXTURES, SR, speechlike
+from trainer_synth import fake_run
 
 POOL_NAMES = ("train", "validation", "evaluation")
 KEYS = [f"clip-{i}" for i in range(6)]
@@ -224,24 +225,6 @@ def test_synthetic_noise_is_seeded_pooled_and_labelled():
 
 
 # ---- the command ----
-
-def fake_run(root: Path, synth: Path) -> Path:
-    """A run directory of the synthetic corpus (actor 03 validates, 04 tests) without a Keras model."""
-    from trainer.corpus import load_corpus
-
-    run = root / "run"
-    run.mkdir(parents=True)
-    bundle = json.loads((FIXTURES / "tiny_float" / "model.json").read_text())
-    (run / "run.json").write_text(json.dumps({"format_version": 1, "labels": bundle["labels"], "features": bundle["features"],
-                                              "eval_hop_s": 1.0, "keras_model": "model.keras", "settings": {}}))
-    with open(run / "manifest.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "speaker", "sex", "vocal_channel", "sha256", "split", "duplicate_of"])
-        for c in load_corpus(synth).clips:
-            split = {"03": "val", "04": "test"}.get(c.speaker, "train") if not c.duplicate_of else ""
-            w.writerow([c.path, c.label, c.speaker, c.sex, c.channel, c.sha256, split, c.duplicate_of])
-    return run
-
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:

@@ -74,11 +74,11 @@ def test_a_replay_through_the_daemon_maps_states_to_stream_time():
 
 def test_the_command_replays_each_folds_test_speech_and_writes_its_report(tmp_path):
     """End to end on a run of a synthetic corpus (actor 04 tests), scored by the tiny committed bundle."""
-    from test_conditions import fake_run, write_noise
+    from test_conditions import write_noise
 
     from trainer.cli import main
 
-    from trainer_synth import make_corpus
+    from trainer_synth import fake_run, make_corpus
 
     run = fake_run(tmp_path, make_corpus(tmp_path / "synth", speakers=4, reps=RUN_CLIPS))
     noise = write_noise(tmp_path / "noise", kinds=("fan",))

@@ -9,6 +9,7 @@ model window) with leading and trailing silence. One exact duplicate file is inc
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -76,3 +77,21 @@ def tiny_cvs(tmp: Path, seeds: tuple[int, ...] = (1, 2)) -> list[Path]:
     for cv, seed in zip(cvs, seeds):
         assert train(["cv", *common, "--out", str(cv), "--init-seed", str(seed)]) == 0
     return cvs
+
+
+def fake_run(root: Path, synth: Path) -> Path:
+    """A run directory of the synthetic corpus (actor 03 validates, 04 tests) without a Keras model."""
+    from trainer.corpus import load_corpus
+
+    run = root / "run"
+    run.mkdir(parents=True)
+    bundle = json.loads((Path(__file__).parent / "fixtures" / "tiny_float" / "model.json").read_text())
+    (run / "run.json").write_text(json.dumps({"format_version": 1, "labels": bundle["labels"], "features": bundle["features"],
+                                              "eval_hop_s": 1.0, "keras_model": "model.keras", "settings": {}}))
+    with open(run / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "speaker", "sex", "vocal_channel", "sha256", "split", "duplicate_of"])
+        for c in load_corpus(synth).clips:
+            split = {"03": "val", "04": "test"}.get(c.speaker, "train") if not c.duplicate_of else ""
+            w.writerow([c.path, c.label, c.speaker, c.sex, c.channel, c.sha256, split, c.duplicate_of])
+    return run

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -13,32 +12,14 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_INT8 = REPO / "tests" / "fixtures" / "tiny_int8"
 
 
-def _run(root: Path) -> Path:
-    """A run directory of the trainer tests' synthetic corpus (actor 04 tests), as tests/test_conditions.py's."""
-    from trainer.corpus import load_corpus
-    from trainer.replay import RUN_CLIPS
-
-    from trainer_synth import make_corpus
-
-    synth = make_corpus(root / "synth", speakers=4, reps=RUN_CLIPS)
-    run = root / "run"
-    run.mkdir()
-    bundle = json.loads((TINY_INT8 / "model.json").read_text())
-    (run / "run.json").write_text(json.dumps({"format_version": 1, "labels": bundle["labels"], "features": bundle["features"],
-                                              "eval_hop_s": 1.0, "keras_model": "model.keras", "settings": {}}))
-    with open(run / "manifest.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "speaker", "sex", "vocal_channel", "sha256", "split", "duplicate_of"])
-        for c in load_corpus(synth).clips:
-            split = {"03": "val", "04": "test"}.get(c.speaker, "train") if not c.duplicate_of else ""
-            w.writerow([c.path, c.label, c.speaker, c.sex, c.channel, c.sha256, split, c.duplicate_of])
-    return run
-
-
 def test_the_grid_scores_each_setting_per_fold_and_a_sure_threshold_covers_nothing(tmp_path):
     from replay_grid import main
 
-    run = _run(tmp_path)
+    from trainer.replay import RUN_CLIPS
+
+    from trainer_synth import fake_run, make_corpus
+
+    run = fake_run(tmp_path, make_corpus(tmp_path / "synth", speakers=4, reps=RUN_CLIPS))
     noise = tmp_path / "noise"  # clean replays read none, but the bank wants a prepared folder
     noise.mkdir()
     sf.write(noise / "fan.flac", 0.01 * np.random.default_rng(0).standard_normal(16000), 16000)
