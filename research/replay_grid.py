@@ -25,13 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio import load_audio
 from edge.config import Settings, SmoothingSettings, WindowSettings
-from edge.model import EmotionModel
-from trainer.conditions import bundle_dir, find_folds, fold_clips, pick_conditions
-from trainer.noisebank import NoiseBank
-from trainer.replay import POOLS, build_replay, replay_fold
-from trainer.rooms import CONDITIONS, Renderer, RoomBank, speech_span
+from trainer.conditions import pick_conditions
+from trainer.replay import POOLS, fold_replays, replay_fold
 
 
 def _floats(text: str) -> list[float]:
@@ -40,34 +36,18 @@ def _floats(text: str) -> list[float]:
 
 def grid(target: Path, bundles: Path, noise: list[str], out: Path, part: str, conditions: str,
          hops: list[float], spans: list[int], thresholds: list[float], seed: int = 0) -> dict:
-    folds = find_folds(target)
     names = pick_conditions(conditions)
-    pool = POOLS[part]
     settings = {(h, w): Settings(windows=WindowSettings(hop_seconds=h), smoothing=SmoothingSettings(windows=w))
                 for h in hops for w in spans}
     rows: dict[str, dict[str, dict]] = {}  # setting key -> condition -> fold -> result
-    for run_dir in folds:
-        bundle = bundle_dir(bundles, run_dir, len(folds) == 1)
-        rate = EmotionModel.load(bundle).bundle.features.sample_rate
-        renderer = Renderer(NoiseBank.from_dirs(noise, rate), RoomBank(seed, rate, out / "rooms"), seed, rate)
-        clips = [c for c in fold_clips(run_dir, None, None, seed).get(part, ()) if c.channel == "speech"]
-        for name in names:
-            cond = CONDITIONS[name]
-            if renderer.missing(cond, pool):
-                continue
-
-            def render(c, cond=cond, renderer=renderer, rate=rate) -> tuple[np.ndarray, tuple[float, float]]:
-                clean = load_audio(c.path, rate)
-                return renderer.render(clean, cond, pool, c.sha256)[0], speech_span(clean, rate)
-
-            audio, truth = build_replay(clips, render, seed, rate)
-            for (h, w), s in settings.items():
-                for p in thresholds:
-                    r = replay_fold(bundle, audio, truth, s, p)
-                    key = f"hop {h:g} s, span {w}, P {p:g}"
-                    rows.setdefault(key, {}).setdefault(name, {})[run_dir.name] = {
-                        "coverage": r["coverage"], "wrong": r["wrong"]}
-            print(f"{run_dir.name} {name}: {len(settings) * len(thresholds)} settings", file=sys.stderr)
+    for run_dir, bundle, name, audio, truth in fold_replays(target, bundles, noise, out / "rooms", names, part, seed):
+        for (h, w), s in settings.items():
+            for p in thresholds:
+                r = replay_fold(bundle, audio, truth, s, p)
+                key = f"hop {h:g} s, span {w}, P {p:g}"
+                rows.setdefault(key, {}).setdefault(name, {})[run_dir.name] = {"coverage": r["coverage"], "wrong": r["wrong"]}
+        print(f"{run_dir.name} {name}: {len(settings) * len(thresholds)} settings", file=sys.stderr)
+    pool = POOLS[part]
     summary = {key: {name: _mean(by_fold) for name, by_fold in conds.items()} for key, conds in rows.items()}
     report = {"target": str(target), "bundles": str(bundles), "part": part, "pool": pool, "seed": seed,
               "summary": summary, "folds": rows}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -114,23 +115,16 @@ def replay_fold(bundle: Path, audio: np.ndarray, truth: list, settings: Settings
                        for label in sorted({s for _, s in states})}}
 
 
-def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[str], out: str | Path | None = None,
-                    conditions: str | None = None, seed: int = 0, hold: bool = False, part: str = "test",
-                    abstain_below: float | None = None, span: int | None = None) -> dict[str, Any]:
-    target, bundles = Path(target), Path(bundles)
-    out = Path(out) if out else target / "replay"
+def fold_replays(target: Path, bundles: Path, noise_dirs: list[str], rooms_dir: Path, names: list[str], part: str,
+                 seed: int) -> Iterator[tuple[Path, Path, str, np.ndarray, list]]:
+    """(fold run, its bundle, condition, audio, truth) of each fold's replay under each condition its part's
+    pool can render (the others are named on stderr as not measured)."""
     folds = find_folds(target)
-    names = pick_conditions(conditions or "clean,reverb,far,noise-voices-15,noise-household-10,noise-music-10,"
-                                          "noise-fan-10,room")
     pool = POOLS[part]
-    # the daemon's defaults; `hold`: smoothing.uncertain false (the last emotion held, no abstention); `span`:
-    # this EMA span instead of the bundle's (0: the bundle's)
-    settings = Settings(smoothing=SmoothingSettings(uncertain=not hold, windows=span or 0))
-    results: dict[str, dict[str, dict]] = {}
     for run_dir in folds:
         bundle = bundle_dir(bundles, run_dir, len(folds) == 1)
         rate = EmotionModel.load(bundle).bundle.features.sample_rate
-        renderer = Renderer(NoiseBank.from_dirs(list(noise_dirs), rate), RoomBank(seed, rate, out / "rooms"), seed, rate)
+        renderer = Renderer(NoiseBank.from_dirs(list(noise_dirs), rate), RoomBank(seed, rate, rooms_dir), seed, rate)
         clips = [c for c in fold_clips(run_dir, None, None, seed).get(part, ()) if c.channel == "speech"]
         for name in names:
             cond = CONDITIONS[name]
@@ -138,16 +132,33 @@ def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[st
             if why:
                 print(f"{run_dir.name} {name}: not measured ({why})", file=sys.stderr)
                 continue
+
             def render(c, renderer=renderer, cond=cond, rate=rate) -> tuple[np.ndarray, tuple[float, float]]:
                 clean = load_audio(c.path, rate)
                 return renderer.render(clean, cond, pool, c.sha256)[0], speech_span(clean, rate)
 
-            audio, truth = build_replay(clips, render, seed, rate)
-            r = replay_fold(bundle, audio, truth, settings, abstain_below)
-            results.setdefault(name, {})[run_dir.name] = r
-            wrong = "-" if r["wrong"] is None else f"{r['wrong']:.2f}"
-            print(f"{run_dir.name} {name}: {r['speech_s']:.0f} s of speech, coverage {r['coverage']:.2f}, wrong {wrong}",
-                  file=sys.stderr)
+            yield (run_dir, bundle, name, *build_replay(clips, render, seed, rate))
+
+
+def measure_replays(target: str | Path, bundles: str | Path, noise_dirs: list[str], out: str | Path | None = None,
+                    conditions: str | None = None, seed: int = 0, hold: bool = False, part: str = "test",
+                    abstain_below: float | None = None, span: int | None = None) -> dict[str, Any]:
+    target, bundles = Path(target), Path(bundles)
+    out = Path(out) if out else target / "replay"
+    names = pick_conditions(conditions or "clean,reverb,far,noise-voices-15,noise-household-10,noise-music-10,"
+                                          "noise-fan-10,room")
+    pool = POOLS[part]
+    # the daemon's defaults; `hold`: smoothing.uncertain false (the last emotion held, no abstention); `span`:
+    # this EMA span instead of the bundle's (0: the bundle's)
+    settings = Settings(smoothing=SmoothingSettings(uncertain=not hold, windows=span or 0))
+    results: dict[str, dict[str, dict]] = {}
+    for run_dir, bundle, name, audio, truth in fold_replays(target, bundles, noise_dirs, out / "rooms", names, part, seed):
+        r = replay_fold(bundle, audio, truth, settings, abstain_below)
+        results.setdefault(name, {})[run_dir.name] = r
+        wrong = "-" if r["wrong"] is None else f"{r['wrong']:.2f}"
+        print(f"{run_dir.name} {name}: {r['speech_s']:.0f} s of speech, coverage {r['coverage']:.2f}, wrong {wrong}",
+              file=sys.stderr)
+
     def mean_sd(values: list[float]) -> list[float] | None:
         s = fold_stats(values) if values else None
         return [round(s["mean"], 4), round(s["std"], 4)] if s else None
