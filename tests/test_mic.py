@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def pulse(tmp_path_factory):
     fifo = root / "src.fifo"
     load = ["pactl", "load-module", "module-pipe-source", "source_name=wavsrc", f"file={fifo}", "format=s16le",
             "rate=16000", "channels=1"]
-    if not wait_until(lambda: subprocess.run(load, env=env, capture_output=True).returncode == 0, 5, every=0.1):
+    if not wait_until(lambda: subprocess.run(load, env=env, capture_output=True, timeout=10).returncode == 0, 5, every=0.1):
         server.kill()
         pytest.skip("pulseaudio did not start here")
     yield {**env, "PULSE_SOURCE": "wavsrc"}, fifo
@@ -45,9 +46,26 @@ def pulse(tmp_path_factory):
     server.wait()
 
 
+def feed(fifo, pcm: bytes, within: float = 30.0) -> None:
+    """Write `pcm` into a pipe source's FIFO. PulseAudio reads the FIFO only while a client records from
+    it, so a plain blocking write hangs for ever once the daemon has gone: fail instead, naming it."""
+    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # PulseAudio holds the FIFO open, so this never blocks
+    try:
+        rest, deadline = memoryview(pcm), time.monotonic() + within
+        while rest:
+            if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
+                raise AssertionError(f"PulseAudio stopped reading {fifo}: {len(rest)} of {len(pcm)} bytes unwritten")
+            try:
+                rest = rest[os.write(fd, rest):]
+            except BlockingIOError:  # another writer's bytes filled the pipe between select and write
+                continue
+    finally:
+        os.close(fd)
+
+
 def recording(env: dict) -> bool:
     """A client has a record stream open on the PulseAudio server: the daemon's microphone is listening."""
-    out = subprocess.run(["pactl", "list", "short", "source-outputs"], env=env, capture_output=True, text=True)
+    out = subprocess.run(["pactl", "list", "short", "source-outputs"], env=env, capture_output=True, text=True, timeout=10)
     return out.returncode == 0 and bool(out.stdout.strip())
 
 
@@ -67,8 +85,7 @@ def test_mic_path_gives_the_windows_of_the_file_path(pulse, tmp_path):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # the stream is open and waiting on the pipe
     assert wait_until(lambda: recording(env) or mic.poll() is not None, 30) and mic.poll() is None, mic.communicate()
-    with open(fifo, "wb") as f:
-        f.write(pcm)
+    feed(fifo, pcm)
     out, err = mic.communicate(timeout=30)  # after the recording, the source runs dry: a dead microphone
     assert mic.returncode == 75 and "no audio from microphone" in err, err
     heard = [json.loads(line) for line in out.splitlines()]
@@ -91,17 +108,15 @@ def test_a_device_vanishing_mid_stream_is_a_dead_microphone(pulse, tmp_path):
     fifo = tmp_path / "gone.fifo"
     module = subprocess.run(["pactl", "load-module", "module-pipe-source", "source_name=gone", f"file={fifo}",
                              "format=s16le", "rate=16000", "channels=1"], env=env, capture_output=True, text=True,
-                            check=True).stdout.strip()
+                            check=True, timeout=10).stdout.strip()
     mic = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--model", str(TINY_FLOAT), "--source", "mic",
                             "--device", "pulse", "--mqtt", "off", "--raw"], cwd=REPO,
                            env={**env, "PULSE_SOURCE": "gone"}, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert wait_until(lambda: recording(env) or mic.poll() is not None, 30) and mic.poll() is None, mic.communicate()
     audio = (np.clip(speechlike(4.0, seed=12), -1, 1) * 32767).astype("<i2").tobytes()
-    with open(fifo, "wb") as f:
-        f.write(audio)
-        f.flush()
-        first = readline_within(mic.stdout, 30)  # a window out: it was really listening before the device went
-        subprocess.run(["pactl", "unload-module", module], env=env, check=True)
+    feed(fifo, audio)
+    first = readline_within(mic.stdout, 30)  # a window out: it was really listening before the device went
+    subprocess.run(["pactl", "unload-module", module], env=env, check=True, timeout=10)
     t0 = time.monotonic()
     out, err = mic.communicate(timeout=30)
     assert mic.returncode == 75 and "stopped or was unplugged" in err, err
@@ -129,8 +144,9 @@ def test_a_capture_thread_that_dies_is_reported_and_exits_75(pulse, tmp_path):
                             "--device", "pulse", "--mqtt", "off"], cwd=REPO, env=env, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert wait_until(lambda: recording(env) or mic.poll() is not None, 30) and mic.poll() is None, mic.communicate()
-    with open(fifo, "wb") as f:  # 4 s of sound: the callback dies after its 10th block (1 s)
-        f.write((np.clip(speechlike(4.0, seed=13), -1, 1) * 32767).astype("<i2").tobytes())
+    # 2 s of sound (64,000 bytes: it fits the pipe's 64 KiB even if nobody reads it once the daemon has gone);
+    # the callback dies after its 10th block (1 s)
+    feed(fifo, (np.clip(speechlike(2.0, seed=13), -1, 1) * 32767).astype("<i2").tobytes())
     t0 = time.monotonic()
     _, err = mic.communicate(timeout=30)
     assert mic.returncode == 75, err
