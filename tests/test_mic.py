@@ -47,18 +47,26 @@ def pulse(tmp_path_factory):
 
 
 def feed(fifo, pcm: bytes, within: float = 30.0) -> None:
-    """Write `pcm` into a pipe source's FIFO. PulseAudio reads the FIFO only while a client records from
-    it, so a plain blocking write hangs for ever once the daemon has gone: fail instead, naming it."""
+    """Write 16-kHz 16-bit `pcm` into a pipe source's FIFO in 0.1-s blocks at the pace of real time, as a
+    microphone delivers it: PulseAudio passes on at once whatever the FIFO holds, and a burst of seconds can
+    overrun the daemon's record buffer (audio lost, windows missing) on a busy machine. PulseAudio reads the
+    FIFO only while a client records from it, so a plain blocking write hangs for ever once the daemon has
+    gone: fail instead, naming it."""
     fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # PulseAudio holds the FIFO open, so this never blocks
+    block = 16000 * 2 // 10
     try:
-        rest, deadline = memoryview(pcm), time.monotonic() + within
-        while rest:
-            if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
-                raise AssertionError(f"PulseAudio stopped reading {fifo}: {len(rest)} of {len(pcm)} bytes unwritten")
-            try:
-                rest = rest[os.write(fd, rest):]
-            except BlockingIOError:  # another writer's bytes filled the pipe between select and write
-                continue
+        start = time.monotonic()
+        deadline = start + len(pcm) / (2 * 16000) + within
+        for k in range(0, len(pcm), block):
+            time.sleep(max(0.0, start + k / (2 * 16000) - time.monotonic()))
+            rest = memoryview(pcm)[k : k + block]
+            while rest:
+                if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
+                    raise AssertionError(f"PulseAudio stopped reading {fifo}: {len(pcm) - k} of {len(pcm)} bytes unwritten")
+                try:
+                    rest = rest[os.write(fd, rest):]
+                except BlockingIOError:  # the pipe filled between select and write
+                    continue
     finally:
         os.close(fd)
 
@@ -144,8 +152,8 @@ def test_a_capture_thread_that_dies_is_reported_and_exits_75(pulse, tmp_path):
                             "--device", "pulse", "--mqtt", "off"], cwd=REPO, env=env, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert wait_until(lambda: recording(env) or mic.poll() is not None, 30) and mic.poll() is None, mic.communicate()
-    # 2 s of sound (64,000 bytes: it fits the pipe's 64 KiB even if nobody reads it once the daemon has gone);
-    # the callback dies after its 10th block (1 s)
+    # 2 s of sound: the callback dies after its 10th block (1 s); then nobody reads the FIFO, but 64,000 bytes
+    # fit in the pipe's 64 KiB
     feed(fifo, (np.clip(speechlike(2.0, seed=13), -1, 1) * 32767).astype("<i2").tobytes())
     t0 = time.monotonic()
     _, err = mic.communicate(timeout=30)

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.soak  # not in the default run: -m soak
 MINUTES = float(os.environ.get("MOODMIC_SOAK_MINUTES", "3"))
 
 
+@pytest.mark.timeout(max(600, MINUTES * 60))  # a long soak is not a hang (audio runs faster than real time)
 @pytest.mark.parametrize("mqtt", ["off", "on"])
 def test_soak_fast(mqtt, ravdess, tmp_path):
     r = soak(MINUTES, mqtt=mqtt, workdir=tmp_path, log=lambda *_: None)
