@@ -1,0 +1,43 @@
+"""research/condition_abstain.py: the daemon's decisions replayed offline, with the modulation rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_INT8 = REPO / "tests" / "fixtures" / "tiny_int8"
+
+
+def test_offline_decisions_reproduce_the_daemon_and_a_deaf_rule_publishes_nothing(tmp_path):
+    from condition_abstain import main
+
+    from trainer.replay import RUN_CLIPS
+
+    from trainer_synth import fake_run, make_corpus
+
+    run = fake_run(tmp_path, make_corpus(tmp_path / "synth", speakers=4, reps=RUN_CLIPS))
+    noise = tmp_path / "noise"  # clean replays read none, but the bank wants a prepared folder
+    noise.mkdir()
+    sf.write(noise / "fan.flac", 0.01 * np.random.default_rng(0).standard_normal(16000), 16000)
+    (noise / "manifest.csv").write_text("path,kind,pool,source\nfan.flac,fan_hum,validation,fan\n")
+    out = tmp_path / "abstain"
+    # main() itself fails if the offline states at (span 3, P 0, M 0) differ from the daemon's
+    assert main([str(run), "--bundles", str(TINY_INT8), "--noise", str(noise), "--part", "test",
+                 "--conditions", "clean", "--spans", "3,5", "--thresholds", "0.0", "--modulations", "0,99",
+                 "--agree", "0,2", "--min-confidence", "0",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "abstain.json").read_text())
+    summary = report["summary"]
+    assert set(summary) == {f"span {w}, P 0, M {m}, A {a}" for w in (3, 5) for m in (0, 99) for a in (0, 2)}
+    free = summary["span 3, P 0, M 0, A 0"]["clean"]
+    assert free["coverage"] > 0.5  # nothing abstains (the tiny model is never sure)
+    for w in (3, 5):  # no window of speech has a 99 dB modulation depth: everything uncertain
+        assert summary[f"span {w}, P 0, M 99, A 0"]["clean"] == {"coverage": 0.0, "wrong": None}
+    assert summary["span 3, P 0, M 0, A 2"]["clean"]["coverage"] < free["coverage"]  # agreement is a stricter rule
+    p10, p50, p90 = (report["modulation_percentiles"]["clean"][q] for q in ("10", "50", "90"))
+    assert 0 < p10 <= p50 <= p90
+    assert "| span 5, P 0, M 99, A 2 | 0.00 / - |" in (out / "abstain.md").read_text()
