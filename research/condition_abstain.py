@@ -2,7 +2,7 @@
 
     python research/condition_abstain.py CV_DIR --bundles DIR --noise DIR --out OUT
         [--part validation] [--conditions clean,room] [--spans 3,5]
-        [--thresholds 0.25,0.3,...] [--modulations 0,9,10,...] [--agree 0,2,3] [--min-confidence C]
+        [--thresholds 0.25,0.3,...] [--modulations 0,9,10,...] [--agree 0,2,3] [--min-confidence 0.3,0.4]
 
 Variants 26-32 found no threshold on the smoothed top probability alone that keeps the room's published
 time at most 1/3 wrong at 25 % coverage on the test actors: in a room the model is often surely wrong.
@@ -14,8 +14,9 @@ offline with the real Smoother at every (span, threshold P) plus one more rule: 
 published only while the EMA (same span) of the inferred windows' modulation depth is at least M dB,
 else `uncertain`. A second rule, `--agree A`: an emotion is published only while each of the last A
 inferred windows has it as its own top label (a room's guesses flicker; a speaker's emotion holds). M = 0,
-A = 0 is today's daemon: the offline states at the first span and threshold are checked against those
-the daemon published.
+A = 0 is today's daemon: the offline states at the first min_confidence, span and threshold are checked
+against those the daemon published. `--min-confidence` sweeps the daemon's smoothing.min_confidence C too
+(the smoothed probability a new emotion needs before it is published).
 
 Writes OUT/abstain.json (per fold and setting) and OUT/abstain.md (mean over folds). Choose on
 `--part validation` (validation actors, validation pool); the test actors are a report.
@@ -106,12 +107,12 @@ def decide(windows: list[dict], labels: tuple, settings: Settings, span: int, p:
 
 def sweep(target: Path, bundles: Path, noise: list[str], out: Path, part: str, conditions: str, spans: list[int],
           thresholds: list[float], modulations: list[float], agrees: list[int] | None = None,
-          min_confidence: float | None = None, seed: int = 0) -> dict:
+          min_confidences: list[float] | None = None, seed: int = 0) -> dict:
     agrees = agrees or [0]
     names = pick_conditions(conditions)
     settings = Settings()
-    if min_confidence is not None:
-        settings = replace(settings, smoothing=replace(settings.smoothing, min_confidence=min_confidence))
+    confidences = min_confidences or [settings.smoothing.min_confidence]
+    settings = replace(settings, smoothing=replace(settings.smoothing, min_confidence=confidences[0]))
     rows: dict[str, dict[str, dict]] = {}  # setting -> condition -> fold -> result
     windows_seen: dict[str, dict[str, list[float]]] = {}  # condition -> fold -> inferred windows' modulation
     for run_dir, bundle, name, audio, truth in fold_replays(target, bundles, noise, out / "rooms", names, part, seed):
@@ -125,14 +126,12 @@ def sweep(target: Path, bundles: Path, noise: list[str], out: Path, part: str, c
             raise SystemExit(f"{run_dir.name} {name}: the offline decisions differ from the daemon's at state {k}: "
                              f"{offline[k:k + 3]} against {changes[k:k + 3]}")
         windows_seen.setdefault(name, {})[run_dir.name] = [w["modulation"] for w in windows if w["probs"] is not None]
-        for w in spans:
-            for p in thresholds:
-                for m in modulations:
-                    for a in agrees:
-                        r = score_states(decide(windows, labels, settings, w, p, m, a), truth, labels)
-                        key = f"span {w}, P {p:g}, M {m:g}, A {a}"
-                        rows.setdefault(key, {}).setdefault(name, {})[run_dir.name] = {"coverage": r["coverage"],
-                                                                                      "wrong": r["wrong"]}
+        grid = [(c, w, p, m, a) for c in confidences for w in spans for p in thresholds for m in modulations for a in agrees]
+        for c, w, p, m, a in grid:
+            with_c = replace(settings, smoothing=replace(settings.smoothing, min_confidence=c))
+            r = score_states(decide(windows, labels, with_c, w, p, m, a), truth, labels)
+            key = f"C {c:g}, span {w}, P {p:g}, M {m:g}, A {a}"
+            rows.setdefault(key, {}).setdefault(name, {})[run_dir.name] = {"coverage": r["coverage"], "wrong": r["wrong"]}
         print(f"{run_dir.name} {name}: {len(windows)} windows, daemon's states reproduced", file=sys.stderr)
     summary = {key: {name: _mean(by_fold) for name, by_fold in conds.items()} for key, conds in rows.items()}
     modulation = {name: {q: round(float(np.percentile(np.concatenate([v for v in by_fold.values() if v] or [[0.0]]), q)), 2)
@@ -150,8 +149,31 @@ def sweep(target: Path, bundles: Path, noise: list[str], out: Path, part: str, c
     for key, conds in summary.items():
         cells = " | ".join(_cell(conds.get(n)) for n in names)
         lines.append(f"| {key} | {cells} |")
+    if {"clean", "room"} <= set(names):
+        lines += ["", "The fewest wrong in the room at a room coverage of at least X, per rule (the setting, then clean and "
+                  "room as coverage / wrong):", "", "| rule | X | setting | clean | room |", "|---|---|---|---|---|"]
+        for rule, floor, key in _frontier(summary):
+            lines.append(f"| {rule} | {floor:g} | {key} | {_cell(summary[key]['clean'])} | {_cell(summary[key]['room'])} |")
     (out / "abstain.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
+
+
+def _rule(key: str) -> str:
+    """'threshold', 'modulation', 'agreement' or 'both': which rules a setting key turns on besides P."""
+    m, a = (float(part.split()[1]) > 0 for part in key.split(", ") if part.split()[0] in ("M", "A"))
+    return {(False, False): "threshold", (True, False): "modulation", (False, True): "agreement"}.get((m, a), "both")
+
+
+def _frontier(summary: dict, floors: tuple[float, ...] = (0.15, 0.2, 0.25)) -> list[tuple[str, float, str]]:
+    """(rule, floor, setting): per room-coverage floor and rule, the setting with the fewest wrong in the room."""
+    best = []
+    for floor in floors:
+        for rule in ("threshold", "modulation", "agreement", "both"):
+            fits = [(c["room"]["wrong"], key) for key, c in summary.items() if _rule(key) == rule
+                    and c.get("room", {}).get("wrong") is not None and c["room"]["coverage"] >= floor]
+            if fits:
+                best.append((rule, floor, min(fits)[1]))
+    return best
 
 
 def _mean(by_fold: dict[str, dict]) -> dict:
@@ -178,11 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", default="0.25,0.3,0.35,0.4,0.44")
     ap.add_argument("--modulations", default="0,9,10,11,12,13,14")
     ap.add_argument("--agree", default="0", help="agreement rule: the last A windows' own tops (0: off)")
-    ap.add_argument("--min-confidence", type=float, help="the daemon's smoothing.min_confidence (default: its default)")
+    ap.add_argument("--min-confidence", help="the daemon's smoothing.min_confidence C, a list (default: its default)")
     args = ap.parse_args(argv)
     sweep(Path(args.target), Path(args.bundles), args.noise, Path(args.out), args.part, args.conditions,
           [int(v) for v in args.spans.split(",")], _floats(args.thresholds), _floats(args.modulations),
-          [int(v) for v in args.agree.split(",")], args.min_confidence)
+          [int(v) for v in args.agree.split(",")],
+          _floats(args.min_confidence) if args.min_confidence else None)
     return 0
 
 

@@ -28,16 +28,33 @@ def test_offline_decisions_reproduce_the_daemon_and_a_deaf_rule_publishes_nothin
     # main() itself fails if the offline states at (span 3, P 0, M 0) differ from the daemon's
     assert main([str(run), "--bundles", str(TINY_INT8), "--noise", str(noise), "--part", "test",
                  "--conditions", "clean", "--spans", "3,5", "--thresholds", "0.0", "--modulations", "0,99",
-                 "--agree", "0,2", "--min-confidence", "0",
+                 "--agree", "0,2", "--min-confidence", "0,0.9",
                  "--out", str(out)]) == 0
     report = json.loads((out / "abstain.json").read_text())
     summary = report["summary"]
-    assert set(summary) == {f"span {w}, P 0, M {m}, A {a}" for w in (3, 5) for m in (0, 99) for a in (0, 2)}
-    free = summary["span 3, P 0, M 0, A 0"]["clean"]
-    assert free["coverage"] > 0.5  # nothing abstains (the tiny model is never sure)
+    assert set(summary) == {f"C {c}, span {w}, P 0, M {m}, A {a}"
+                            for c in (0, 0.9) for w in (3, 5) for m in (0, 99) for a in (0, 2)}
+    free = summary["C 0, span 3, P 0, M 0, A 0"]["clean"]
+    assert free["coverage"] > 0.5  # nothing abstains and any emotion is taken (the tiny model is never sure)
     for w in (3, 5):  # no window of speech has a 99 dB modulation depth: everything uncertain
-        assert summary[f"span {w}, P 0, M 99, A 0"]["clean"] == {"coverage": 0.0, "wrong": None}
-    assert summary["span 3, P 0, M 0, A 2"]["clean"]["coverage"] < free["coverage"]  # agreement is a stricter rule
+        assert summary[f"C 0, span {w}, P 0, M 99, A 0"]["clean"] == {"coverage": 0.0, "wrong": None}
+    assert summary["C 0, span 3, P 0, M 0, A 2"]["clean"]["coverage"] < free["coverage"]  # agreement is stricter
+    assert summary["C 0.9, span 3, P 0, M 0, A 0"]["clean"]["coverage"] == 0.0  # no emotion is ever 0.9 sure
     p10, p50, p90 = (report["modulation_percentiles"]["clean"][q] for q in ("10", "50", "90"))
     assert 0 < p10 <= p50 <= p90
-    assert "| span 5, P 0, M 99, A 2 | 0.00 / - |" in (out / "abstain.md").read_text()
+    assert "| C 0, span 5, P 0, M 99, A 2 | 0.00 / - |" in (out / "abstain.md").read_text()
+
+
+def test_the_frontier_picks_the_fewest_wrong_per_rule_above_each_coverage_floor():
+    from condition_abstain import _frontier, _rule
+
+    assert [_rule(k) for k in ("C 0.4, span 3, P 0.3, M 0, A 0", "C 0.4, span 3, P 0.3, M 9.5, A 0",
+                               "C 0.4, span 3, P 0.3, M 0, A 2", "C 0.4, span 3, P 0.3, M 9, A 3")] == [
+        "threshold", "modulation", "agreement", "both"]
+    summary = {"C 0.4, span 3, P 0.3, M 0, A 0": {"room": {"coverage": 0.3, "wrong": 0.5}},
+               "C 0.4, span 3, P 0.4, M 0, A 0": {"room": {"coverage": 0.18, "wrong": 0.3}},
+               "C 0.4, span 3, P 0.5, M 0, A 0": {"room": {"coverage": 0.0, "wrong": None}},
+               "C 0.4, span 3, P 0.3, M 9, A 0": {"room": {"coverage": 0.22, "wrong": 0.4}}}
+    assert _frontier(summary, floors=(0.15, 0.25)) == [
+        ("threshold", 0.15, "C 0.4, span 3, P 0.4, M 0, A 0"), ("modulation", 0.15, "C 0.4, span 3, P 0.3, M 9, A 0"),
+        ("threshold", 0.25, "C 0.4, span 3, P 0.3, M 0, A 0")]
