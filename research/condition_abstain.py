@@ -2,7 +2,8 @@
 
     python research/condition_abstain.py CV_DIR --bundles DIR --noise DIR --out OUT
         [--part validation] [--conditions clean,room] [--spans 3,5]
-        [--thresholds 0.25,0.3,...] [--modulations 0,9,10,...] [--agree 0,2,3] [--min-confidence 0.3,0.4]
+        [--thresholds 0.25,0.3,...] [--modulations 0,9,10,...] [--agree 0,2,3] [--margins 0,0.1]
+        [--min-confidence 0.3,0.4]
 
 Variants 26-32 found no threshold on the smoothed top probability alone that keeps the room's published
 time at most 1/3 wrong at 25 % coverage on the test actors: in a room the model is often surely wrong.
@@ -13,7 +14,8 @@ every window (the gate's figures, the model's probabilities), then replays the d
 offline with the real Smoother at every (span, threshold P) plus one more rule: an emotion is
 published only while the EMA (same span) of the inferred windows' modulation depth is at least M dB,
 else `uncertain`. A second rule, `--agree A`: an emotion is published only while each of the last A
-inferred windows has it as its own top label (a room's guesses flicker; a speaker's emotion holds). M = 0,
+inferred windows has it as its own top label (a room's guesses flicker; a speaker's emotion holds). A
+third, `--margins D`: only while the smoothed top probability leads the next by at least D. M = 0,
 A = 0 is today's daemon: the offline states at the first min_confidence, span and threshold are checked
 against those the daemon published. `--min-confidence` sweeps the daemon's smoothing.min_confidence C too
 (the smoothed probability a new emotion needs before it is published).
@@ -80,7 +82,7 @@ def record(bundle: Path, audio: np.ndarray, settings: Settings, abstain_below: f
 
 
 def decide(windows: list[dict], labels: tuple, settings: Settings, span: int, p: float, m: float,
-           agree: int = 0) -> list:
+           agree: int = 0, margin: float = 0.0) -> list:
     """The daemon's states (stream time, label) from the recorded windows, with the modulation rule and the
     agreement rule (an emotion only while each of the last `agree` inferred windows has it as its own top)."""
     smoother = Smoother(labels, replace(settings.smoothing, windows=span), settings.gate, p)
@@ -98,7 +100,8 @@ def decide(windows: list[dict], labels: tuple, settings: Settings, span: int, p:
             tops.append(labels[int(np.argmax(w["probs"]))])
             smoother.inferred(w["probs"])
             if smoother.label not in (None, SILENCE, UNCERTAIN) and (
-                    mod < m or (agree and (len(tops) < agree or any(t != smoother.label for t in tops)))):
+                    mod < m or (agree and (len(tops) < agree or any(t != smoother.label for t in tops)))
+                    or _margin(smoother.smoothed) < margin):
                 smoother.label = UNCERTAIN
         if smoother.label is not None and (not states or states[-1][1] != smoother.label):
             states.append((w["end_s"], smoother.label))
@@ -107,8 +110,9 @@ def decide(windows: list[dict], labels: tuple, settings: Settings, span: int, p:
 
 def sweep(target: Path, bundles: Path, noise: list[str], out: Path, part: str, conditions: str, spans: list[int],
           thresholds: list[float], modulations: list[float], agrees: list[int] | None = None,
+          margins: list[float] | None = None,
           min_confidences: list[float] | None = None, seed: int = 0) -> dict:
-    agrees = agrees or [0]
+    agrees, margins = agrees or [0], margins or [0.0]
     names = pick_conditions(conditions)
     settings = Settings()
     confidences = min_confidences or [settings.smoothing.min_confidence]
@@ -126,11 +130,12 @@ def sweep(target: Path, bundles: Path, noise: list[str], out: Path, part: str, c
             raise SystemExit(f"{run_dir.name} {name}: the offline decisions differ from the daemon's at state {k}: "
                              f"{offline[k:k + 3]} against {changes[k:k + 3]}")
         windows_seen.setdefault(name, {})[run_dir.name] = [w["modulation"] for w in windows if w["probs"] is not None]
-        grid = [(c, w, p, m, a) for c in confidences for w in spans for p in thresholds for m in modulations for a in agrees]
-        for c, w, p, m, a in grid:
+        grid = [(c, w, p, m, a, d) for c in confidences for w in spans for p in thresholds for m in modulations
+                for a in agrees for d in margins]
+        for c, w, p, m, a, d in grid:
             with_c = replace(settings, smoothing=replace(settings.smoothing, min_confidence=c))
-            r = score_states(decide(windows, labels, with_c, w, p, m, a), truth, labels)
-            key = f"C {c:g}, span {w}, P {p:g}, M {m:g}, A {a}"
+            r = score_states(decide(windows, labels, with_c, w, p, m, a, d), truth, labels)
+            key = f"C {c:g}, span {w}, P {p:g}, M {m:g}, A {a}" + (f", D {d:g}" if margins != [0.0] else "")
             rows.setdefault(key, {}).setdefault(name, {})[run_dir.name] = {"coverage": r["coverage"], "wrong": r["wrong"]}
         print(f"{run_dir.name} {name}: {len(windows)} windows, daemon's states reproduced", file=sys.stderr)
     summary = {key: {name: _mean(by_fold) for name, by_fold in conds.items()} for key, conds in rows.items()}
@@ -158,17 +163,26 @@ def sweep(target: Path, bundles: Path, noise: list[str], out: Path, part: str, c
     return report
 
 
+RULES = {"M": "modulation", "A": "agreement", "D": "margin"}
+
+
 def _rule(key: str) -> str:
-    """'threshold', 'modulation', 'agreement' or 'both': which rules a setting key turns on besides P."""
-    m, a = (float(part.split()[1]) > 0 for part in key.split(", ") if part.split()[0] in ("M", "A"))
-    return {(False, False): "threshold", (True, False): "modulation", (False, True): "agreement"}.get((m, a), "both")
+    """'threshold', 'modulation', 'agreement', 'margin' or 'both' (two or more): the rules a setting adds to P."""
+    on = [RULES[part.split()[0]] for part in key.split(", ") if part.split()[0] in RULES and float(part.split()[1]) > 0]
+    return "both" if len(on) > 1 else on[0] if on else "threshold"
+
+
+def _margin(p) -> float:
+    """The smoothed top probability minus the next one."""
+    top2 = np.sort(p)[-2:]
+    return float(top2[1] - top2[0])
 
 
 def _frontier(summary: dict, floors: tuple[float, ...] = (0.15, 0.2, 0.25)) -> list[tuple[str, float, str]]:
     """(rule, floor, setting): per room-coverage floor and rule, the setting with the fewest wrong in the room."""
     best = []
     for floor in floors:
-        for rule in ("threshold", "modulation", "agreement", "both"):
+        for rule in ("threshold", *RULES.values(), "both"):
             fits = [(c["room"]["wrong"], key) for key, c in summary.items() if _rule(key) == rule
                     and c.get("room", {}).get("wrong") is not None and c["room"]["coverage"] >= floor]
             if fits:
@@ -200,11 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", default="0.25,0.3,0.35,0.4,0.44")
     ap.add_argument("--modulations", default="0,9,10,11,12,13,14")
     ap.add_argument("--agree", default="0", help="agreement rule: the last A windows' own tops (0: off)")
+    ap.add_argument("--margins", default="0", help="margin rule: smoothed top minus the next at least D (0: off)")
     ap.add_argument("--min-confidence", help="the daemon's smoothing.min_confidence C, a list (default: its default)")
     args = ap.parse_args(argv)
     sweep(Path(args.target), Path(args.bundles), args.noise, Path(args.out), args.part, args.conditions,
           [int(v) for v in args.spans.split(",")], _floats(args.thresholds), _floats(args.modulations),
-          [int(v) for v in args.agree.split(",")],
+          [int(v) for v in args.agree.split(",")], _floats(args.margins),
           _floats(args.min_confidence) if args.min_confidence else None)
     return 0
 

@@ -49,8 +49,9 @@ def test_the_frontier_picks_the_fewest_wrong_per_rule_above_each_coverage_floor(
     from condition_abstain import _frontier, _rule
 
     assert [_rule(k) for k in ("C 0.4, span 3, P 0.3, M 0, A 0", "C 0.4, span 3, P 0.3, M 9.5, A 0",
-                               "C 0.4, span 3, P 0.3, M 0, A 2", "C 0.4, span 3, P 0.3, M 9, A 3")] == [
-        "threshold", "modulation", "agreement", "both"]
+                               "C 0.4, span 3, P 0.3, M 0, A 2", "C 0.4, span 3, P 0.3, M 9, A 3",
+                               "C 0.4, span 3, P 0.3, M 0, A 0, D 0.1", "C 0.4, span 3, P 0.3, M 0, A 0, D 0")] == [
+        "threshold", "modulation", "agreement", "both", "margin", "threshold"]
     summary = {"C 0.4, span 3, P 0.3, M 0, A 0": {"room": {"coverage": 0.3, "wrong": 0.5}},
                "C 0.4, span 3, P 0.4, M 0, A 0": {"room": {"coverage": 0.18, "wrong": 0.3}},
                "C 0.4, span 3, P 0.5, M 0, A 0": {"room": {"coverage": 0.0, "wrong": None}},
@@ -58,3 +59,18 @@ def test_the_frontier_picks_the_fewest_wrong_per_rule_above_each_coverage_floor(
     assert _frontier(summary, floors=(0.15, 0.25)) == [
         ("threshold", 0.15, "C 0.4, span 3, P 0.4, M 0, A 0"), ("modulation", 0.15, "C 0.4, span 3, P 0.3, M 9, A 0"),
         ("threshold", 0.25, "C 0.4, span 3, P 0.3, M 0, A 0")]
+
+
+def test_each_rule_turns_a_published_emotion_into_uncertain():
+    from condition_abstain import decide
+
+    from edge.config import Settings
+
+    labels = ("angry", "calm", "sad")
+    close = [0.5, 0.45, 0.05]  # a sure top (0.5 >= min_confidence 0.4), but only 0.05 ahead of the next
+    windows = [{"end_s": 2.6 + k, "modulation": 12.0, "probs": close} for k in range(4)]
+    assert decide(windows, labels, Settings(), 3, 0.3, 0.0) == [(2.6, "angry")]  # today's daemon publishes it
+    assert decide(windows, labels, Settings(), 3, 0.3, 0.0, margin=0.1) == [(2.6, "uncertain")]
+    assert decide(windows, labels, Settings(), 3, 0.3, 13.0) == [(2.6, "uncertain")]  # modulation below 13 dB
+    # agreement over 2 windows: the first window alone is not enough, the second agrees
+    assert decide(windows, labels, Settings(), 3, 0.3, 0.0, agree=2) == [(2.6, "uncertain"), (3.6, "angry")]
