@@ -119,6 +119,7 @@ def sweep(target: Path, bundles: Path, noise: list[str], out: Path, part: str, c
     settings = replace(settings, smoothing=replace(settings.smoothing, min_confidence=confidences[0]))
     rows: dict[str, dict[str, dict]] = {}  # setting -> condition -> fold -> result
     windows_seen: dict[str, dict[str, list[float]]] = {}  # condition -> fold -> inferred windows' modulation
+    by_label: dict[str, dict[str, dict[str, list[float]]]] = {}  # setting -> condition -> label -> [published, wrong] s
     for run_dir, bundle, name, audio, truth in fold_replays(target, bundles, noise, out / "rooms", names, part, seed):
         first = replace(settings, smoothing=replace(settings.smoothing, windows=spans[0]))
         windows, published, labels = record(bundle, audio, first, thresholds[0])
@@ -134,9 +135,13 @@ def sweep(target: Path, bundles: Path, noise: list[str], out: Path, part: str, c
                 for a in agrees for d in margins]
         for c, w, p, m, a, d in grid:
             with_c = replace(settings, smoothing=replace(settings.smoothing, min_confidence=c))
-            r = score_states(decide(windows, labels, with_c, w, p, m, a, d), truth, labels)
+            states = decide(windows, labels, with_c, w, p, m, a, d)
+            r = score_states(states, truth, labels)
             key = f"C {c:g}, span {w}, P {p:g}, M {m:g}, A {a}" + (f", D {d:g}" if margins != [0.0] else "")
             rows.setdefault(key, {}).setdefault(name, {})[run_dir.name] = {"coverage": r["coverage"], "wrong": r["wrong"]}
+            totals = by_label.setdefault(key, {}).setdefault(name, {})
+            for label, (published, wrong) in _by_label(states, truth, labels).items():
+                totals[label] = [totals.get(label, [0.0, 0.0])[0] + published, totals.get(label, [0.0, 0.0])[1] + wrong]
         print(f"{run_dir.name} {name}: {len(windows)} windows, daemon's states reproduced", file=sys.stderr)
     summary = {key: {name: _mean(by_fold) for name, by_fold in conds.items()} for key, conds in rows.items()}
     modulation = {name: {q: round(float(np.percentile(np.concatenate([v for v in by_fold.values() if v] or [[0.0]]), q)), 2)
@@ -157,8 +162,16 @@ def sweep(target: Path, bundles: Path, noise: list[str], out: Path, part: str, c
     if {"clean", "room"} <= set(names):
         lines += ["", "The fewest wrong in the room at a room coverage of at least X, per rule (the setting, then clean and "
                   "room as coverage / wrong):", "", "| rule | X | setting | clean | room |", "|---|---|---|---|---|"]
-        for rule, floor, key in _frontier(summary):
+        frontier = _frontier(summary)
+        for rule, floor, key in frontier:
             lines.append(f"| {rule} | {floor:g} | {key} | {_cell(summary[key]['clean'])} | {_cell(summary[key]['room'])} |")
+        lines += ["", "What the room's published time says at those settings, summed over folds: each emotion's share of "
+                  "it / the wrong share of that emotion's time:", ""]
+        for key in dict.fromkeys(key for _, _, key in frontier):
+            room = by_label[key]["room"]
+            total = sum(v[0] for v in room.values()) or 1.0
+            lines.append(f"- {key}: " + ", ".join(f"{label} {v[0] / total:.2f} / {v[1] / v[0]:.2f}"
+                                                 for label, v in sorted(room.items(), key=lambda kv: -kv[1][0]) if v[0] > 0))
     (out / "abstain.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
 
@@ -188,6 +201,21 @@ def _frontier(summary: dict, floors: tuple[float, ...] = (0.15, 0.2, 0.25)) -> l
             if fits:
                 best.append((rule, floor, min(fits)[1]))
     return best
+
+
+def _by_label(states: list, truth: list, labels: tuple) -> dict[str, tuple[float, float]]:
+    """Per published emotion: (seconds of speech it covers, seconds of those whose truth is another emotion)."""
+    out: dict[str, tuple[float, float]] = {}
+    end = truth[-1][1] if truth else 0.0
+    for k, (start, label) in enumerate(states):
+        stop = states[k + 1][0] if k + 1 < len(states) else end
+        if label not in labels:
+            continue
+        for t0, t1, emotion in truth:
+            overlap = max(0.0, min(stop, t1) - max(start, t0))
+            published, wrong = out.get(label, (0.0, 0.0))
+            out[label] = (published + overlap, wrong + (overlap if emotion != label else 0.0))
+    return out
 
 
 def _mean(by_fold: dict[str, dict]) -> dict:

@@ -74,3 +74,17 @@ def test_each_rule_turns_a_published_emotion_into_uncertain():
     assert decide(windows, labels, Settings(), 3, 0.3, 13.0) == [(2.6, "uncertain")]  # modulation below 13 dB
     # agreement over 2 windows: the first window alone is not enough, the second agrees
     assert decide(windows, labels, Settings(), 3, 0.3, 0.0, agree=2) == [(2.6, "uncertain"), (3.6, "angry")]
+
+
+def test_published_time_by_label_adds_up_to_coverage():
+    from condition_abstain import _by_label
+
+    from trainer.replay import score_states
+
+    labels = ("angry", "calm")
+    truth = [(1.0, 3.0, "angry"), (4.0, 6.0, "calm")]
+    states = [(0.0, "angry"), (2.0, "uncertain"), (3.5, "calm"), (5.0, "angry")]
+    by = _by_label(states, truth, labels)
+    assert by == {"angry": (2.0, 1.0), "calm": (1.0, 0.0)}  # angry: 1-2 s right, 5-6 s wrong; calm: 4-5 s right
+    r = score_states(states, truth, labels)
+    assert r["coverage"] == sum(v[0] for v in by.values()) / 4.0 and r["wrong"] == round(1.0 / 3.0, 4)
