@@ -83,8 +83,9 @@ def record(bundle: Path, audio: np.ndarray, settings: Settings, abstain_below: f
 
 def decide(windows: list[dict], labels: tuple, settings: Settings, span: int, p: float, m: float,
            agree: int = 0, margin: float = 0.0) -> list:
-    """The daemon's states (stream time, label) from the recorded windows, with the modulation rule and the
-    agreement rule (an emotion only while each of the last `agree` inferred windows has it as its own top)."""
+    """The daemon's states (stream time, label) from the recorded windows, with the three rules: an emotion
+    only while the modulation EMA is at least `m` dB, each of the last `agree` inferred windows has it as its
+    own top, and the smoothed top leads the next by at least `margin`; else UNCERTAIN."""
     smoother = Smoother(labels, replace(settings.smoothing, windows=span), settings.gate, p)
     alpha, mod = 2.0 / (span + 1), None
     tops: deque[str] = deque(maxlen=max(agree, 1))
