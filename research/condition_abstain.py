@@ -43,7 +43,7 @@ from edge.schema import SILENCE, UNCERTAIN
 from edge.smoothing import Smoother
 from edge.sources import GeneratorSource
 from trainer.conditions import pick_conditions
-from trainer.replay import POOLS, _Recorder, fold_replays, score_states
+from trainer.replay import POOLS, _Recorder, fold_replays, published_time, score_published
 
 
 def _floats(text: str) -> list[float]:
@@ -136,13 +136,13 @@ def sweep(target: Path, bundles: Path, noise: list[str], out: Path, part: str, c
                 for a in agrees for d in margins]
         for c, w, p, m, a, d in grid:
             with_c = replace(settings, smoothing=replace(settings.smoothing, min_confidence=c))
-            states = decide(windows, labels, with_c, w, p, m, a, d)
-            r = score_states(states, truth, labels)
+            published = published_time(decide(windows, labels, with_c, w, p, m, a, d), truth, labels)
+            r = score_published(published, truth)
             key = f"C {c:g}, span {w}, P {p:g}, M {m:g}, A {a}" + (f", D {d:g}" if margins != [0.0] else "")
             rows.setdefault(key, {}).setdefault(name, {})[run_dir.name] = {"coverage": r["coverage"], "wrong": r["wrong"]}
             totals = by_label.setdefault(key, {}).setdefault(name, {})
-            for label, (published, wrong) in _by_label(states, truth, labels).items():
-                totals[label] = [totals.get(label, [0.0, 0.0])[0] + published, totals.get(label, [0.0, 0.0])[1] + wrong]
+            for label, (seconds, wrong) in published.items():
+                totals[label] = [totals.get(label, [0.0, 0.0])[0] + seconds, totals.get(label, [0.0, 0.0])[1] + wrong]
         print(f"{run_dir.name} {name}: {len(windows)} windows, daemon's states reproduced", file=sys.stderr)
     summary = {key: {name: _mean(by_fold) for name, by_fold in conds.items()} for key, conds in rows.items()}
     modulation = {name: {q: round(float(np.percentile(np.concatenate([v for v in by_fold.values() if v] or [[0.0]]), q)), 2)
@@ -202,21 +202,6 @@ def _frontier(summary: dict, floors: tuple[float, ...] = (0.15, 0.2, 0.25)) -> l
             if fits:
                 best.append((rule, floor, min(fits)[1]))
     return best
-
-
-def _by_label(states: list, truth: list, labels: tuple) -> dict[str, tuple[float, float]]:
-    """Per published emotion: (seconds of speech it covers, seconds of those whose truth is another emotion)."""
-    out: dict[str, tuple[float, float]] = {}
-    end = truth[-1][1] if truth else 0.0
-    for k, (start, label) in enumerate(states):
-        stop = states[k + 1][0] if k + 1 < len(states) else end
-        if label not in labels:
-            continue
-        for t0, t1, emotion in truth:
-            overlap = max(0.0, min(stop, t1) - max(start, t0))
-            published, wrong = out.get(label, (0.0, 0.0))
-            out[label] = (published + overlap, wrong + (overlap if emotion != label else 0.0))
-    return out
 
 
 def _mean(by_fold: dict[str, dict]) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge.config import GateSettings, Settings, SmoothingSettings
-from trainer.replay import RUN_CLIPS, build_replay, replay_fold, score_states
+from trainer.replay import RUN_CLIPS, build_replay, published_time, replay_fold, score_states
 
 from conftest import SR, TINY_INT8, speechlike
 
@@ -113,3 +113,13 @@ def test_the_command_replays_each_folds_test_speech_and_writes_its_report(tmp_pa
     assert sweep["smoothing_windows"] == 5 and "smoothing.windows 5" in sweep["settings"]  # what abstain groups by
     assert abstaining["smoothing_windows"] is None  # the bundle's span
     assert sweep["folds"]["clean"][run.name]["called"] == {"uncertain": 1.0}
+
+
+def test_published_time_per_emotion_adds_up_to_the_coverage():
+    labels = ("angry", "calm")
+    truth = [(1.0, 3.0, "angry"), (4.0, 6.0, "calm")]
+    states = [(0.0, "angry"), (2.0, "uncertain"), (3.5, "calm"), (5.0, "angry")]
+    by = published_time(states, truth, labels)
+    assert by == {"angry": (2.0, 1.0), "calm": (1.0, 0.0)}  # angry: 1-2 s right, 5-6 s wrong; calm: 4-5 s right
+    r = score_states(states, truth, labels)
+    assert r["coverage"] == sum(v[0] for v in by.values()) / 4.0 and r["wrong"] == round(1.0 / 3.0, 4)

@@ -80,20 +80,36 @@ def build_replay(clips: list, render, seed: int, rate: int) -> tuple[np.ndarray,
     return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), truth
 
 
-def score_states(states: list[tuple[float, str]], truth: list[tuple[float, float, str]], labels: tuple[str, ...]) -> dict:
-    """Time-weighted coverage and wrong share of the truth's spans: each (time_s, label) holds until the next one."""
-    total = sum(t1 - t0 for t0, t1, _ in truth)
-    covered = wrong = 0.0
+def published_time(states: list[tuple[float, str]], truth: list[tuple[float, float, str]],
+                   labels: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """Per published emotion: (seconds of the truth's spans it covers, seconds of those that are another emotion).
+    Each (time_s, label) holds until the next one; states that are not a label (silence, uncertain) cover nothing."""
+    out: dict[str, tuple[float, float]] = {}
     for k, (start, label) in enumerate(states):
         end = states[k + 1][0] if k + 1 < len(states) else (truth[-1][1] if truth else 0.0)
         if label not in labels or end <= start:
             continue
+        published, wrong = out.get(label, (0.0, 0.0))
         for t0, t1, emotion in truth:
             overlap = max(0.0, min(end, t1) - max(start, t0))
-            covered += overlap
+            published += overlap
             wrong += overlap if emotion != label else 0.0
+        out[label] = (published, wrong)
+    return out
+
+
+def score_published(published: dict[str, tuple[float, float]], truth: list[tuple[float, float, str]]) -> dict:
+    """Time-weighted coverage and wrong share of the truth's spans, from published_time."""
+    total = sum(t1 - t0 for t0, t1, _ in truth)
+    covered = sum(p for p, _ in published.values())
+    wrong = sum(w for _, w in published.values())
     return {"speech_s": round(total, 1), "coverage": round(covered / total, 4) if total else 0.0,
             "wrong": round(wrong / covered, 4) if covered else None}
+
+
+def score_states(states: list[tuple[float, str]], truth: list[tuple[float, float, str]], labels: tuple[str, ...]) -> dict:
+    """Time-weighted coverage and wrong share of the truth's spans: each (time_s, label) holds until the next one."""
+    return score_published(published_time(states, truth, labels), truth)
 
 
 def replay_fold(bundle: Path, audio: np.ndarray, truth: list, settings: Settings,

@@ -1,29 +1,16 @@
-"""research/condition_abstain.py: the daemon's decisions replayed offline, with the modulation rule."""
+"""research/condition_abstain.py: the daemon's decisions replayed offline, with its room-aware rules."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
-REPO = Path(__file__).resolve().parents[2]
-TINY_INT8 = REPO / "tests" / "fixtures" / "tiny_int8"
+from conftest import TINY_INT8
 
 
-def test_offline_decisions_reproduce_the_daemon_and_a_deaf_rule_publishes_nothing(tmp_path):
+def test_offline_decisions_reproduce_the_daemon_and_a_deaf_rule_publishes_nothing(replay_run, tmp_path):
     from condition_abstain import main
 
-    from trainer.replay import RUN_CLIPS
-
-    from trainer_synth import fake_run, make_corpus
-
-    run = fake_run(tmp_path, make_corpus(tmp_path / "synth", speakers=4, reps=RUN_CLIPS))
-    noise = tmp_path / "noise"  # clean replays read none, but the bank wants a prepared folder
-    noise.mkdir()
-    sf.write(noise / "fan.flac", 0.01 * np.random.default_rng(0).standard_normal(16000), 16000)
-    (noise / "manifest.csv").write_text("path,kind,pool,source\nfan.flac,fan_hum,validation,fan\n")
+    run, noise = replay_run
     out = tmp_path / "abstain"
     # main() itself fails if the offline states at (span 3, P 0, M 0) differ from the daemon's
     assert main([str(run), "--bundles", str(TINY_INT8), "--noise", str(noise), "--part", "test",
@@ -75,16 +62,3 @@ def test_each_rule_turns_a_published_emotion_into_uncertain():
     # agreement over 2 windows: the first window alone is not enough, the second agrees
     assert decide(windows, labels, Settings(), 3, 0.3, 0.0, agree=2) == [(2.6, "uncertain"), (3.6, "angry")]
 
-
-def test_published_time_by_label_adds_up_to_coverage():
-    from condition_abstain import _by_label
-
-    from trainer.replay import score_states
-
-    labels = ("angry", "calm")
-    truth = [(1.0, 3.0, "angry"), (4.0, 6.0, "calm")]
-    states = [(0.0, "angry"), (2.0, "uncertain"), (3.5, "calm"), (5.0, "angry")]
-    by = _by_label(states, truth, labels)
-    assert by == {"angry": (2.0, 1.0), "calm": (1.0, 0.0)}  # angry: 1-2 s right, 5-6 s wrong; calm: 4-5 s right
-    r = score_states(states, truth, labels)
-    assert r["coverage"] == sum(v[0] for v in by.values()) / 4.0 and r["wrong"] == round(1.0 / 3.0, 4)

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
-REPO = Path(__file__).resolve().parents[2]
-TINY_INT8 = REPO / "tests" / "fixtures" / "tiny_int8"
+from conftest import TINY_INT8
 
 
-def test_the_grid_scores_each_setting_per_fold_and_a_sure_threshold_covers_nothing(tmp_path):
+def test_the_grid_scores_each_setting_per_fold_and_a_sure_threshold_covers_nothing(replay_run, tmp_path):
     from replay_grid import main
 
-    from trainer.replay import RUN_CLIPS
-
-    from trainer_synth import fake_run, make_corpus
-
-    run = fake_run(tmp_path, make_corpus(tmp_path / "synth", speakers=4, reps=RUN_CLIPS))
-    noise = tmp_path / "noise"  # clean replays read none, but the bank wants a prepared folder
-    noise.mkdir()
-    sf.write(noise / "fan.flac", 0.01 * np.random.default_rng(0).standard_normal(16000), 16000)
-    (noise / "manifest.csv").write_text("path,kind,pool,source\nfan.flac,fan_hum,validation,fan\n")
+    run, noise = replay_run
     out = tmp_path / "grid"
     assert main([str(run), "--bundles", str(TINY_INT8), "--noise", str(noise), "--part", "test",
                  "--conditions", "clean", "--hops", "1.0,0.5", "--spans", "1,3", "--thresholds", "0.0,0.999",
