@@ -31,7 +31,6 @@ import json
 import sys
 from collections import deque
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +40,8 @@ from edge.daemon import Daemon
 from edge.model import EmotionModel
 from edge.schema import SILENCE, UNCERTAIN
 from edge.smoothing import Smoother
-from edge.sources import GeneratorSource
 from trainer.conditions import pick_conditions
-from trainer.replay import POOLS, _Recorder, fold_replays, published_time, score_published
+from trainer.replay import POOLS, fold_replays, play, published_time, score_published
 
 
 def _floats(text: str) -> list[float]:
@@ -53,31 +51,25 @@ def _floats(text: str) -> list[float]:
 def record(bundle: Path, audio: np.ndarray, settings: Settings, abstain_below: float) -> tuple[list[dict], list, tuple]:
     """Play the replay through the daemon once: every window's (end_s, modulation dB, probabilities or None
     for a gated window), the states the daemon published (stream time, label) and the model's labels."""
-    model = EmotionModel.load(bundle)
-    model.bundle = replace(model.bundle, abstain_below=abstain_below)
-    rate = model.bundle.features.sample_rate
-    recorder = _Recorder()
-    blocks = (audio[i : i + rate // 10] for i in range(0, len(audio), rate // 10))
-    daemon = Daemon(settings, model, GeneratorSource(blocks, rate, rate), recorder)
     windows: list[dict] = []
-    check, probabilities = daemon.gate.check, model.probabilities
 
-    def logged_check(w):
-        r = check(w)
-        windows.append({"end_s": w.end_s, "modulation": r.modulation_db, "probs": None})
-        return r
+    def hook(daemon: Daemon, model: EmotionModel) -> None:
+        check, probabilities = daemon.gate.check, model.probabilities
 
-    def logged_probabilities(x):
-        p = probabilities(x)
-        windows[-1]["probs"] = p[0]
-        return p
+        def logged_check(w):
+            r = check(w)
+            windows.append({"end_s": w.end_s, "modulation": r.modulation_db, "probs": None})
+            return r
 
-    daemon.gate.check = logged_check  # type: ignore[method-assign]
-    model.probabilities = logged_probabilities  # type: ignore[method-assign]
-    daemon.run()
-    t0 = daemon.audio_t0 or 0.0
-    states = [(datetime.fromisoformat(m.window_end.replace("Z", "+00:00")).timestamp() - t0, m.label)
-              for m in recorder.states]
+        def logged_probabilities(x):
+            p = probabilities(x)
+            windows[-1]["probs"] = p[0]
+            return p
+
+        daemon.gate.check = logged_check  # type: ignore[method-assign]
+        model.probabilities = logged_probabilities  # type: ignore[method-assign]
+
+    states, model = play(bundle, audio, settings, abstain_below, hook)
     return windows, states, model.labels
 
 

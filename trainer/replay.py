@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -112,20 +112,31 @@ def score_states(states: list[tuple[float, str]], truth: list[tuple[float, float
     return score_published(published_time(states, truth, labels), truth)
 
 
-def replay_fold(bundle: Path, audio: np.ndarray, truth: list, settings: Settings,
-                abstain_below: float | None = None) -> dict:
-    """The replay through the daemon; `abstain_below` replaces the bundle's threshold (a sweep on validation)."""
+def play(bundle: Path, audio: np.ndarray, settings: Settings, abstain_below: float | None = None,
+         before_run: Callable[[Daemon, EmotionModel], None] | None = None) -> tuple[list[tuple[float, str]], EmotionModel]:
+    """The replay through the daemon, fed 0.1-s blocks as a microphone gives them: the states it published
+    (stream time, label) and the model. `abstain_below` replaces the bundle's threshold (a sweep on
+    validation); `before_run(daemon, model)` may hook into them before the first block."""
     model = EmotionModel.load(bundle)
     if abstain_below is not None:
         model.bundle = replace(model.bundle, abstain_below=abstain_below)
     recorder = _Recorder()
     rate = model.bundle.features.sample_rate
-    blocks = (audio[i : i + rate // 10] for i in range(0, len(audio), rate // 10))  # 0.1 s, as a microphone gives
+    blocks = (audio[i : i + rate // 10] for i in range(0, len(audio), rate // 10))
     daemon = Daemon(settings, model, GeneratorSource(blocks, rate, rate), recorder)
+    if before_run:
+        before_run(daemon, model)
     daemon.run()
     t0 = daemon.audio_t0 or 0.0
     states = [(datetime.fromisoformat(m.window_end.replace("Z", "+00:00")).timestamp() - t0, m.label)
               for m in recorder.states]
+    return states, model
+
+
+def replay_fold(bundle: Path, audio: np.ndarray, truth: list, settings: Settings,
+                abstain_below: float | None = None) -> dict:
+    """The replay through the daemon, scored; `abstain_below` replaces the bundle's threshold."""
+    states, model = play(bundle, audio, settings, abstain_below)
     return {**score_states(states, truth, model.labels), "states": len(states),
             "called": {label: round(sum(1 for _, s in states if s == label) / max(len(states), 1), 3)
                        for label in sorted({s for _, s in states})}}
