@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import BundleError, shown
+
+if TYPE_CHECKING:
+    from .enhance import Enhancer
 
 FEATURE_VERSION = 1
 RMS_FLOOR_DBFS = -120.0  # reported for exact digital silence instead of -inf
@@ -41,7 +44,12 @@ LIMITS: dict[str, tuple[float, float]] = {
     "amin": (1e-20, 1e-2),
     "floor_db": (-200.0, 0.0),
     "n_frames": (1, 4096),
+    "webrtc_noise_suppression": (0, 4),  # WebRTC's levels; 0: off
+    "webrtc_auto_gain_dbfs": (0, 31),  # WebRTC's adaptive digital gain; 0: off
 }
+# Enhancement keys: a bundle without them has none (every bundle written before they existed), and they are
+# written only when on, so a plain frontend's parameters (and its feature cache) stay as they were.
+ENHANCEMENT = ("webrtc_noise_suppression", "webrtc_auto_gain_dbfs")
 MAX_OVERLAP = 8  # frames per hop covering a sample: a clip's frames cost at most 8 times its samples
 MAX_WINDOW_SECONDS = 30.0
 
@@ -63,6 +71,22 @@ class FeatureParams:
     amin: float = 1e-10
     floor_db: float = -80.0  # absolute floor: 16-bit quantisation noise sits at about -79 dB
     n_frames: int = 130  # frames per model window (2.644 s at the defaults)
+    # Speech enhancement in front of the frontend (edge.enhance), part of the features: a model hears what it
+    # was trained on. Both 0: none.
+    webrtc_noise_suppression: int = 0
+    webrtc_auto_gain_dbfs: int = 0
+
+    @property
+    def enhanced(self) -> bool:
+        return bool(self.webrtc_noise_suppression or self.webrtc_auto_gain_dbfs)
+
+    def enhancer(self) -> Enhancer | None:
+        """A fresh edge.enhance.Enhancer for a stream or clip, or None without enhancement."""
+        if not self.enhanced:
+            return None
+        from .enhance import Enhancer
+
+        return Enhancer(self.webrtc_noise_suppression, self.webrtc_auto_gain_dbfs)
 
     @property
     def window_samples(self) -> int:
@@ -85,14 +109,14 @@ class FeatureParams:
         return int(round(frames))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k not in ENHANCEMENT or v}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureParams:
         """Parse the bundle's `features` block; refuse what this frontend cannot compute."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
-        missing = sorted(known - set(data))
+        missing = sorted(known - set(data) - set(ENHANCEMENT))
         if unknown or missing:
             raise BundleError(
                 f"feature parameters {shown(unknown or missing)} are "
@@ -117,6 +141,8 @@ class FeatureParams:
             if not self.hop_length <= self.n_fft <= MAX_OVERLAP * self.hop_length:
                 problems.append(f"n_fft {self.n_fft} with hop_length {self.hop_length} (need hop_length <= n_fft <= "
                                 f"{MAX_OVERLAP} x hop_length)")
+            if self.enhanced and self.sample_rate != 16000:
+                problems.append(f"WebRTC enhancement at sample_rate {self.sample_rate} (it runs at 16000 only)")
             if self.window_seconds > MAX_WINDOW_SECONDS:
                 problems.append(f"n_frames {self.n_frames}: a window of {self.window_seconds:.1f} s "
                                 f"(at most {MAX_WINDOW_SECONDS:g} s)")
@@ -266,6 +292,7 @@ class FeatureStream:
         self._ms = np.empty(0, np.float32)
         self._first_kept = 0  # stream index of _mels[0]
         self._next_window = 0
+        self._enhancer = p.enhancer()  # one for the whole stream: it keeps state between chunks
 
     @property
     def frames_seen(self) -> int:
@@ -274,6 +301,8 @@ class FeatureStream:
     def push(self, samples: np.ndarray) -> list[Window]:
         p = self.frontend.params
         samples = np.asarray(samples, np.float32).reshape(-1)
+        if self._enhancer is not None:
+            samples = self._enhancer.process(samples)
         if len(samples):
             self._pending.append(samples)
             self._pending_len += len(samples)
@@ -320,11 +349,14 @@ def _make_window(p: FeatureParams, index: int, start: int, mels: np.ndarray, ms:
 
 
 def clip_frames(frontend: Frontend, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every frame of a clip (log-mel, mean square), a clip shorter than one window padded once with
-    digital silence (which the frontend maps to the floor). Any n_frames consecutive rows are a
+    """Every frame of a clip (log-mel, mean square), after the bundle's enhancement if any, a clip shorter
+    than one window padded once with digital silence (which the frontend maps to the floor). Any n_frames consecutive rows are a
     window a device listening to the clip could take."""
     p = frontend.params
     audio = np.asarray(audio, np.float32)
+    enhancer = p.enhancer()
+    if enhancer is not None:  # from the clip's first sample, as a device listening to it
+        audio = enhancer.process(audio)
     if len(audio) < p.window_samples:
         audio = np.concatenate([audio, np.zeros(p.window_samples - len(audio), np.float32)])
     return frontend.frames(audio)

@@ -20,7 +20,7 @@ import numpy as np
 from edge import __version__
 from edge.bundle import sha256_file
 from edge.errors import ConfigError, UsageError
-from edge.features import FeatureParams, Frontend
+from edge.features import LIMITS, FeatureParams, Frontend
 
 from .cache import FeatureCache, default_cache_dir
 from .corpus import Clip, Corpus, load_corpus, write_manifest
@@ -89,7 +89,12 @@ def train_run(settings: RunSettings, resume: bool = False, argv: list[str] | Non
         raise UsageError(f"{run_dir}: exists and is not empty; pass --resume to continue that run, or choose another --out")
 
     # Everything that can be wrong with the data is found before the run directory is created.
-    params = FeatureParams()
+    params = FeatureParams(webrtc_noise_suppression=settings.webrtc_noise_suppression,
+                           webrtc_auto_gain_dbfs=settings.webrtc_auto_gain_dbfs)
+    for flag, key in (("--webrtc-ns", "webrtc_noise_suppression"), ("--webrtc-agc", "webrtc_auto_gain_dbfs")):
+        lo, hi = LIMITS[key]
+        if not lo <= getattr(params, key) <= hi:
+            raise UsageError(f"{flag} {getattr(params, key)} is out of range; use {lo:g} (off) to {hi:g}")
     corpus = load_corpus(settings.data)
     split = make_split(corpus, settings.split, settings.seed)
     _check_sides(corpus, split)

@@ -73,6 +73,9 @@ class RunSettings:
     arch: str = "seed"
     eval_hop_s: float = 1.0  # seconds between windows when scoring whole files
     cache: str = ""  # feature cache folder; "" = ~/.cache/moodmic/features
+    # WebRTC enhancement in front of the features (edge.enhance), written into the bundle's features: 0 = off
+    webrtc_noise_suppression: int = 0
+    webrtc_auto_gain_dbfs: int = 0
     split: SplitSettings = field(default_factory=SplitSettings)
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     fit: FitSettings = field(default_factory=FitSettings)
