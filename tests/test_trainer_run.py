@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow", reason="the trainer needs the train extra (TensorFlow)")
@@ -29,6 +30,7 @@ from edge.audio import load_audio
 from edge.errors import EXIT_USAGE
 from edge.features import FeatureParams, Frontend, file_windows
 from trainer.cli import main
+from trainer.rundir import read_run
 
 from trainer_synth import make_corpus, shuffled_manifest
 
@@ -255,8 +257,18 @@ def test_evaluate_a_run_and_a_bundle(actor_run, synth, tmp_path, capsys):
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["eval"]["all"]["clips"] == 224
 
 
+def test_a_run_with_the_webrtc_front_end_trains_on_it_and_records_it(actor_run, synth, cache, tmp_path):
+    """The front end is part of the features: the run's windows are enhanced, and run.json (so the bundle) says so."""
+    run_dir, data, _ = train(tmp_path / "webrtc", "--data", str(synth), *fast(cache, 1), "--webrtc-ns", "2",
+                             "--webrtc-agc", "5")
+    features = FeatureParams.from_dict(read_run(run_dir)["features"])
+    assert (features.webrtc_noise_suppression, features.webrtc_auto_gain_dbfs) == (2, 5)
+    plain = actor_run[1]
+    assert data.val_x.shape == plain.val_x.shape  # the same split and windows, heard through the front end
+    assert not np.allclose(data.val_x, plain.val_x, atol=0.5)
+
+
 def test_rebuilt_batch1_clone_matches_the_saved_model(actor_run):
-    import numpy as np
 
     from trainer.graphs import rebuild_model
     from trainer.model import load_keras_model
@@ -277,6 +289,7 @@ def test_rebuilt_batch1_clone_matches_the_saved_model(actor_run):
         (["train", "--resume"], 2, "--resume needs --out"),
         (["train", "--split", "stratified", "--fold", "7"], 2, "--fold 7 is outside"),
         (["cv", "--test-actors", "01"], 2, "drop --test-actors"),
+        (["train", "--webrtc-ns", "7"], 2, "--webrtc-ns 7 is out of range; use 0 (off) to 4"),
     ],
 )
 def test_cli_errors_are_one_clear_line(args, code, message, synth, tmp_path, capsys):
