@@ -269,7 +269,6 @@ def test_a_run_with_the_webrtc_front_end_trains_on_it_and_records_it(actor_run, 
 
 
 def test_rebuilt_batch1_clone_matches_the_saved_model(actor_run):
-
     from trainer.graphs import rebuild_model
     from trainer.model import load_keras_model
 
