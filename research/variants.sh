@@ -66,12 +66,14 @@
 #                    ../corpora-extra, prepared by corpora/prepare.py --out), measured in rooms and noise of
 #                    $NOISE alone, so that its figures compare with rooms-2's on the same renderings
 #   rooms-4-extra    both: four copies per clip, drawn from the training pools of $NOISE and $NOISE_EXTRA
+#   rooms-4-extra-webrtc  rooms-4-extra heard through the WebRTC front end (noise suppression 2, automatic
+#                    gain 5; edge.enhance) in training and in every measurement: against rooms-4-extra
 # Retired (their options left the trainer; research/README.md says how to rerun them): label-smoothing,
 # mixup, band-std, speaker-mean, speaker-adversary.
 set -eu
 HERE=$(dirname "$0")
 case "${1:-}" in -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
-VARIANTS="rooms-2, rooms-2-three, rooms-2-five, rooms-4, rooms-2-extra, rooms-4-extra, seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe, whisper-probe, whisper-teacher, whisper-teacher-speech or test-time"
+VARIANTS="rooms-2, rooms-2-three, rooms-2-five, rooms-4, rooms-2-extra, rooms-4-extra, rooms-4-extra-webrtc, seed, one-model, three-models, five-models, no-band-mean, label-smoothing, mixup, band-std, speaker-mean, freq-warp, stats-pooling, freq-warp-five, warp-speech-five, eval-hop, wide, speaker-adversary, embedding-probe, yamnet-probe, whisper-probe, whisper-teacher, whisper-teacher-speech or test-time"
 VARIANT=${1:?which variant: $VARIANTS}
 OUT=${2:-runs/default-model}
 # The corpus: $DATA if set, else moodmic-train's default ($MOODMIC_DATA, else ../shared/data/ravdess).
@@ -90,12 +92,13 @@ members() {
     [ -f "$OUT/variants/$VARIANT/cv_summary.json" ] || moodmic-train members $runs --out "$OUT/variants/$VARIANT"
 }
 case "$VARIANT" in
-  rooms-2|rooms-4|rooms-2-extra|rooms-4-extra)
+  rooms-2|rooms-4|rooms-2-extra|rooms-4-extra|rooms-4-extra-webrtc)
     # copies from the name (rooms-N); -extra adds $NOISE_EXTRA's training pool; measured on $NOISE alone
-    copies=${VARIANT#rooms-}; copies=${copies%-extra}
-    case "$VARIANT" in *-extra) set -- "$NOISE" "${NOISE_EXTRA:-../corpora-extra}" ;; *) set -- "$NOISE" ;; esac
+    copies=${VARIANT#rooms-}; copies=${copies%%-*}
+    case "$VARIANT" in *-webrtc) FRONT="--webrtc-ns 2 --webrtc-agc 5" ;; *) FRONT="" ;; esac
+    case "$VARIANT" in *-extra*) set -- "$NOISE" "${NOISE_EXTRA:-../corpora-extra}" ;; *) set -- "$NOISE" ;; esac
     nice -n 5 moodmic-train cv $RECIPE --band-mean --freq-warp 0.1 --no-freq-warp-song --rooms "$copies" --room-noise "$@" \
-        --init-seed 0 --out "$OUT/variants/$VARIANT-0"
+        $FRONT --init-seed 0 --out "$OUT/variants/$VARIANT-0"
     nice -n 5 moodmic-train conditions "$OUT/variants/$VARIANT-0" --noise "$NOISE" --out "$OUT/variants/$VARIANT/conditions" \
         --jobs 2 ;;
   rooms-2-three|rooms-2-five)
