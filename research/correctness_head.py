@@ -106,30 +106,35 @@ def recorded(cache: Path, target: Path, bundles: Path, noise: list[str], out: Pa
     return got
 
 
-def fit_head(replays: dict, fold: str, settings: Settings, span: int):
-    """The fold's head: a logistic regression on its validation actors' windows (every recorded condition)."""
+CONTINUOUS = 5  # features()' inputs before the top label's: `--no-label` keeps these only
+
+
+def fit_head(replays: dict, fold: str, settings: Settings, span: int, inputs: int | None = None):
+    """The fold's head: a logistic regression on its validation actors' windows (every recorded condition),
+    on features()' first `inputs` values (None: all)."""
     from sklearn.linear_model import LogisticRegression
 
     seen: list = []
     for (f, _), (windows, truth, labels) in replays.items():
         if f == fold:
             walk(windows, labels, settings, span, 0.0, truth=truth, seen=seen)
-    x, y = np.array([s[0] for s in seen]), np.array([s[1] for s in seen])
+    x, y = np.array([s[0][:inputs] for s in seen]), np.array([s[1] for s in seen])
     model = LogisticRegression(max_iter=2000).fit(x, y)
-    return lambda v: float(model.predict_proba(v[None])[0, 1])
+    return lambda v: float(model.predict_proba(v[None, :inputs])[0, 1])
 
 
 def study(target: Path, bundles: Path, noise: list[str], out: Path, conditions: str, span: int,
-          thresholds: list[float], heads: list[float], min_confidence: float | None = None, seed: int = 0) -> dict:
+          thresholds: list[float], heads: list[float], min_confidence: float | None = None, label: bool = True,
+          seed: int = 0) -> dict:
     names = pick_conditions(conditions)
     settings = Settings()
     if min_confidence is not None:
         settings = replace(settings, smoothing=replace(settings.smoothing, min_confidence=min_confidence))
     replays = {part: recorded(out / "windows", target, bundles, noise, out, part, names, settings, seed) for part in PARTS}
     folds = sorted({f for f, _ in replays["validation"]})
-    fitted = {f: fit_head(replays["validation"], f, settings, span) for f in folds}
+    fitted = {f: fit_head(replays["validation"], f, settings, span, None if label else CONTINUOUS) for f in folds}
     report: dict = {"target": str(target), "bundles": str(bundles), "span": span,
-                    "min_confidence": settings.smoothing.min_confidence, "auroc": {}, "rules": {}}
+                    "min_confidence": settings.smoothing.min_confidence, "label": label, "auroc": {}, "rules": {}}
     for part in PARTS:
         aurocs: dict[str, list] = {"top": [], "head": []}
         for f in folds:
@@ -157,7 +162,9 @@ def study(target: Path, bundles: Path, noise: list[str], out: Path, conditions: 
     out.mkdir(parents=True, exist_ok=True)
     (out / "head.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     lines = [f"# A correctness head against the top probability: {target}", "",
-             f"EMA span {span}, min_confidence {settings.smoothing.min_confidence:g}; mean over folds. The head is "
+             f"EMA span {span}, min_confidence {settings.smoothing.min_confidence:g}"
+             + ("" if label else "; the head without the top label (its five continuous inputs only)")
+             + "; mean over folds. The head is "
              "fitted on each fold's validation actors (validation pool), so its validation figures are in-sample; "
              f"the test actors ({POOLS['test']} pool) are reported only.", "",
              "AUROC of right against wrong among the room's inferred windows (smoothed top probability / head):", ""]
@@ -193,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", default="0.25,0.3,0.35,0.4,0.45")
     ap.add_argument("--heads", default="0.3,0.35,0.4,0.45,0.5,0.55,0.6")
     ap.add_argument("--min-confidence", type=float, help="the daemon's smoothing.min_confidence (default: its default)")
+    ap.add_argument("--no-label", dest="label", action="store_false", help="the head without the top label's inputs")
     args = ap.parse_args(argv)
     study(Path(args.target), Path(args.bundles), args.noise, Path(args.out), args.conditions, args.span,
-          _floats(args.thresholds), _floats(args.heads), args.min_confidence)
+          _floats(args.thresholds), _floats(args.heads), args.min_confidence, args.label)
     return 0
 
 
