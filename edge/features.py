@@ -9,6 +9,9 @@ clamped at the floor (a test proves it) without importing librosa.
 
 Each frame also carries its mean square (unwindowed), so a window's loudness (`rms_dbfs`) is
 the mean of its frames' mean squares: the same in batch and stream.
+
+A bundle may put WebRTC noise suppression and automatic gain in front (edge.enhance, the
+`webrtc_*` parameters): then every path here hears the enhanced stream, from its first sample.
 """
 
 from __future__ import annotations
@@ -351,8 +354,8 @@ def _make_window(p: FeatureParams, index: int, start: int, mels: np.ndarray, ms:
 
 def clip_frames(frontend: Frontend, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every frame of a clip (log-mel, mean square), after the bundle's enhancement if any, a clip shorter
-    than one window padded once with digital silence (which the frontend maps to the floor). Any n_frames consecutive rows are a
-    window a device listening to the clip could take."""
+    than one window padded once with digital silence (which the frontend maps to the floor). Any n_frames
+    consecutive rows are a window a device listening to the clip could take."""
     p = frontend.params
     audio = np.asarray(audio, np.float32)
     enhancer = p.enhancer()
