@@ -16,7 +16,9 @@
 # and results into the repository, as the shipped recipe's.
 set -u
 O=${1:-runs/rooms4x}; N=${NOISE:-../corpora}; X=${NOISE_EXTRA:-../corpora-extra}; JOBS=${JOBS:-2}
-RECIPE="--seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --band-mean --freq-warp 0.1 --no-freq-warp-song --logits --rooms 4 --room-noise $N $X"
+# $FRONT: trainer options added to every cross-validation, e.g. FRONT="--webrtc-ns 2 --webrtc-agc 5" (the WebRTC
+# front end, variant 35); the later steps read it from the runs.
+RECIPE="--seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --band-mean --freq-warp 0.1 --no-freq-warp-song --logits --rooms 4 --room-noise $N $X ${FRONT:-}"
 SWEEP="0.25 0.3 0.32 0.34 0.35 0.36 0.38 0.4 0.42 0.44 0.45 0.46 0.48 0.5 0.55 0.6"
 SPANS="3 5"
 export OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
