@@ -18,6 +18,7 @@ set -u
 O=${1:-runs/rooms4x}; N=${NOISE:-../corpora}; X=${NOISE_EXTRA:-../corpora-extra}; JOBS=${JOBS:-2}
 # $FRONT: trainer options added to every cross-validation, e.g. FRONT="--webrtc-ns 2 --webrtc-agc 5" (the WebRTC
 # front end, variant 35); the later steps read it from the runs.
+NAME=${NAME:-moodmic-cnnx5rooms4x-dynamic}  # the bundle's name
 RECIPE="--seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --band-mean --freq-warp 0.1 --no-freq-warp-song --logits --rooms 4 --room-noise $N $X ${FRONT:-}"
 SWEEP="0.25 0.3 0.32 0.34 0.35 0.36 0.38 0.4 0.42 0.44 0.45 0.46 0.48 0.5 0.55 0.6"
 SPANS="3 5"
@@ -72,7 +73,7 @@ worker() {
     task final "${finals[@]}" -- moodmic-train final "$O/members" --out "$O/final" --refit "$O/refit-members" && continue
     task bundle final abstain -- moodmic-convert "$O/final" --out "$O/bundle" --mode dynamic --parity-side train \
         --calibration "$O/members/calibration.json" --abstain "$O/sweep/abstain.json" \
-        --name moodmic-cnnx5rooms4x-dynamic && continue
+        --name "$NAME" && continue
     task conditions-converted converted -- moodmic-train conditions "$O/refit-members" --bundles "$O/converted" \
         --noise "$N" --out "$O/conditions-converted" --jobs 1 && continue
     task replay converted abstain -- moodmic-train replay "$O/refit-members" --bundles "$O/converted" --noise "$N" \
