@@ -1,9 +1,9 @@
 #!/bin/bash
 # The next default-model candidate (issue [10]): trainer/recipe/default_model.sh with four room copies per
-# clip drawn from two noise collections (variant 31, rooms-4-extra) and the EMA span chosen with the
-# threshold (variant 32), run as one worker per core.
+# clip drawn from two noise collections (variant 31, rooms-4-extra), heard through the WebRTC front end
+# (variant 35), and the EMA span chosen with the threshold (variant 32), run as one worker per core.
 #
-#   bash research/rooms4x_recipe.sh [OUT]        (default runs/rooms4x; from the repository root)
+#   bash research/rooms4x_recipe.sh [OUT]        (default runs/rooms4xw; from the repository root)
 #
 # $NOISE (default ../corpora) is heard in training (train pool), chooses (validation pool) and reports
 # (evaluation pool); $NOISE_EXTRA (default ../corpora-extra, corpora/README.md "second round") only
@@ -15,11 +15,12 @@
 # conditions and the replays). When it ends, `python trainer/recipe/collect.py OUT` brings the bundle
 # and results into the repository, as the shipped recipe's.
 set -u
-O=${1:-runs/rooms4x}; N=${NOISE:-../corpora}; X=${NOISE_EXTRA:-../corpora-extra}; JOBS=${JOBS:-2}
-# $FRONT: trainer options added to every cross-validation, e.g. FRONT="--webrtc-ns 2 --webrtc-agc 5" (the WebRTC
-# front end, variant 35); the later steps read it from the runs.
-NAME=${NAME:-moodmic-cnnx5rooms4x-dynamic}  # the bundle's name
-RECIPE="--seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --band-mean --freq-warp 0.1 --no-freq-warp-song --logits --rooms 4 --room-noise $N $X ${FRONT:-}"
+O=${1:-runs/rooms4xw}; N=${NOISE:-../corpora}; X=${NOISE_EXTRA:-../corpora-extra}; JOBS=${JOBS:-2}
+# $FRONT: the front end's trainer options for every cross-validation (default: WebRTC noise suppression 2 and
+# automatic gain 5, variant 35; FRONT="" for none); the later steps read it from the runs.
+FRONT=${FRONT---webrtc-ns 2 --webrtc-agc 5}
+NAME=${NAME:-moodmic-cnnx5rooms4xwebrtc-dynamic}  # the bundle's name
+RECIPE="--seed 0 --folds 5 --val-actors 2 --arch cnn --lr 1e-3 --gain-db 6 --time-masks 2 --freq-masks 2 --band-mean --freq-warp 0.1 --no-freq-warp-song --logits --rooms 4 --room-noise $N $X $FRONT"
 SWEEP="0.25 0.3 0.32 0.34 0.35 0.36 0.38 0.4 0.42 0.44 0.45 0.46 0.48 0.5 0.55 0.6"
 SPANS="3 5"
 export OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
