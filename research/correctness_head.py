@@ -169,6 +169,8 @@ def study(target: Path, bundles: Path, noise: list[str], out: Path, conditions: 
              f"the test actors ({POOLS['test']} pool) are reported only.", "",
              "AUROC of right against wrong among the room's inferred windows (smoothed top probability / head):", ""]
     for part, a in report["auroc"].items():
+        if not a["top"]:  # no room condition among those recorded
+            continue
         lines.append(f"- {part}: {np.mean(a['top']):.3f} / {np.mean(a['head']):.3f} "
                      f"(per fold: {', '.join(f'{t:.2f}/{hh:.2f}' for t, hh in zip(a['top'], a['head']))})")
     lines += ["", "Coverage / wrong share of speech time, runs of 5 clips of one emotion:", "",
