@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 
@@ -15,7 +16,7 @@ from edge.features import FeatureParams, FeatureStream, Frontend, file_windows, 
 from edge.model import EmotionModel
 from edge.predict import predict_audio
 
-from conftest import FIXTURES, SR, speechlike
+from conftest import FIXTURES, SR, run_moodmic, speechlike, write
 
 WEBRTC = FeatureParams(webrtc_noise_suppression=2, webrtc_auto_gain_dbfs=5)
 FE = Frontend(WEBRTC)
@@ -108,3 +109,21 @@ def test_a_bundle_with_enhancement_is_served_enhanced(tmp_path):
     unenhanced = predict_audio(audio, plain.frontend, hop, plain.probabilities, plain.labels)
     assert not np.allclose([got.probabilities[k] for k in enhanced.labels],
                            [unenhanced.probabilities[k] for k in plain.labels], atol=1e-3)
+
+
+def test_the_daemon_hears_what_predict_hears_with_an_enhanced_bundle(tmp_path):
+    """`moodmic run` (the enhancer over the whole stream, after capture resampling) gives predict's windows."""
+    tiny = load_bundle(FIXTURES / "tiny_int8")
+    out = tmp_path / "enhanced"
+    write_bundle(out, tiny.tflite_path.read_bytes(), name="tiny-webrtc", labels=tiny.labels, features=WEBRTC,
+                 output_kind=tiny.output_kind)
+    rate = 44100  # resampled at capture and at loading alike
+    noise = 0.01 * np.random.default_rng(3).standard_normal(int(7.3 * rate))
+    wav = write(tmp_path / "a.wav", (speechlike(7.3, sr=rate, seed=3, level=0.05) + noise).astype(np.float32), rate)
+    raw = run_moodmic("run", "--model", str(out), "--source", f"file:{wav}", "--fast", "--mqtt", "off", "--raw")
+    assert raw.returncode == 0, raw.stderr
+    predicted = run_moodmic("predict", "--windows", "--model", str(out), str(wav))
+    windows = [json.loads(line) for line in raw.stdout.splitlines()]
+    assert windows == json.loads(predicted.stdout)["per_window"] and len(windows) == 5
+    plain = run_moodmic("predict", "--windows", "--model", str(FIXTURES / "tiny_int8"), str(wav))
+    assert [w["rms_dbfs"] for w in windows] != [w["rms_dbfs"] for w in json.loads(plain.stdout)["per_window"]]
