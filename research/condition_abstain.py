@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -74,10 +75,12 @@ def record(bundle: Path, audio: np.ndarray, settings: Settings, abstain_below: f
 
 
 def decide(windows: list[dict], labels: tuple, settings: Settings, span: int, p: float, m: float,
-           agree: int = 0, margin: float = 0.0) -> list:
+           agree: int = 0, margin: float = 0.0,
+           veto: Callable[[np.ndarray, dict, float], bool] | None = None) -> list:
     """The daemon's states (stream time, label) from the recorded windows, with the three rules: an emotion
     only while the modulation EMA is at least `m` dB, each of the last `agree` inferred windows has it as its
-    own top, and the smoothed top leads the next by at least `margin`; else UNCERTAIN."""
+    own top, and the smoothed top leads the next by at least `margin`; else UNCERTAIN. `veto(smoothed, window,
+    modulation EMA)` sees every inferred window; True turns a published emotion into UNCERTAIN too."""
     smoother = Smoother(labels, replace(settings.smoothing, windows=span), settings.gate, p)
     alpha, mod = 2.0 / (span + 1), None
     tops: deque[str] = deque(maxlen=max(agree, 1))
@@ -92,9 +95,10 @@ def decide(windows: list[dict], labels: tuple, settings: Settings, span: int, p:
             mod = w["modulation"] if mod is None else alpha * w["modulation"] + (1 - alpha) * mod
             tops.append(labels[int(np.argmax(w["probs"]))])
             smoother.inferred(w["probs"])
+            vetoed = veto is not None and veto(smoother.smoothed, w, mod)
             if smoother.label not in (None, SILENCE, UNCERTAIN) and (
                     mod < m or (agree and (len(tops) < agree or any(t != smoother.label for t in tops)))
-                    or _margin(smoother.smoothed) < margin):
+                    or _margin(smoother.smoothed) < margin or vetoed):
                 smoother.label = UNCERTAIN
         if smoother.label is not None and (not states or states[-1][1] != smoother.label):
             states.append((w["end_s"], smoother.label))

@@ -26,11 +26,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from condition_abstain import record
+from condition_abstain import _cell, _floats, _mean, decide, record
 
 from edge.config import Settings
-from edge.schema import SILENCE, UNCERTAIN
-from edge.smoothing import Smoother
 from trainer.conditions import pick_conditions
 from trainer.replay import POOLS, fold_replays, published_time, score_published
 
@@ -57,28 +55,18 @@ def run_label(truth: list, t: float) -> str | None:
 
 def walk(windows: list[dict], labels: tuple, settings: Settings, span: int, p: float, head=None, h: float = 0.0,
          truth: list | None = None, seen: list | None = None) -> list:
-    """The daemon's states (stream time, label) over recorded windows at EMA span and threshold p; with a head,
-    an emotion only while head(features) >= h, else UNCERTAIN. `seen` collects (features, right) per inferred
-    window (right: the smoothed top is the emotion of the run playing, from `truth`)."""
-    smoother = Smoother(labels, replace(settings.smoothing, windows=span), settings.gate, p)
-    alpha, mod = 2.0 / (span + 1), None
-    states: list[tuple[float, str]] = []
-    for w in windows:
-        if w["probs"] is None:
-            smoother.gated()
-            if smoother.label == SILENCE:
-                mod = None
-        else:
-            mod = w["modulation"] if mod is None else alpha * w["modulation"] + (1 - alpha) * mod
-            smoother.inferred(w["probs"])
-            f = features(smoother.smoothed, np.asarray(w["probs"]), mod)
-            if seen is not None and truth is not None:
-                seen.append((f, labels[int(np.argmax(smoother.smoothed))] == run_label(truth, w["end_s"])))
-            if head is not None and smoother.label not in (None, SILENCE, UNCERTAIN) and head(f) < h:
-                smoother.label = UNCERTAIN
-        if smoother.label is not None and (not states or states[-1][1] != smoother.label):
-            states.append((w["end_s"], smoother.label))
-    return states
+    """The daemon's states (stream time, label) over recorded windows at EMA span and threshold p
+    (condition_abstain.decide); with a head, an emotion only while head(features) >= h, else UNCERTAIN. `seen`
+    collects (features, right) per inferred window (right: the smoothed top is the emotion of the run playing,
+    from `truth`)."""
+
+    def veto(smoothed: np.ndarray, w: dict, mod: float) -> bool:
+        f = features(smoothed, np.asarray(w["probs"]), mod)
+        if seen is not None and truth is not None:
+            seen.append((f, labels[int(np.argmax(smoothed))] == run_label(truth, w["end_s"])))
+        return head is not None and head(f) < h
+
+    return decide(windows, labels, settings, span, p, 0.0, veto=veto)
 
 
 def _auroc(right: np.ndarray, score: np.ndarray) -> float | None:
@@ -150,15 +138,12 @@ def study(target: Path, bundles: Path, noise: list[str], out: Path, conditions: 
         rules = [(f"P {p:g}", p, None, 0.0) for p in thresholds] + [(f"head {h:g}", 0.0, True, h) for h in heads]
         for key, p, use_head, h in rules:
             for name in names:
-                scores = []
+                scores = {}
                 for f in folds:
                     windows, truth, labels = replays[part][(f, name)]
                     states = walk(windows, labels, settings, span, p, fitted[f] if use_head else None, h)
-                    scores.append(score_published(published_time(states, truth, labels), truth))
-                wrong = [r["wrong"] for r in scores if r["wrong"] is not None]
-                report["rules"].setdefault(part, {}).setdefault(key, {})[name] = {
-                    "coverage": round(float(np.mean([r["coverage"] for r in scores])), 4),
-                    "wrong": round(float(np.mean(wrong)), 4) if wrong else None}
+                    scores[f] = score_published(published_time(states, truth, labels), truth)
+                report["rules"].setdefault(part, {}).setdefault(key, {})[name] = _mean(scores)
     out.mkdir(parents=True, exist_ok=True)
     (out / "head.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     lines = [f"# A correctness head against the top probability: {target}", "",
@@ -177,18 +162,10 @@ def study(target: Path, bundles: Path, noise: list[str], out: Path, conditions: 
               "| rule | " + " | ".join(f"{part}: {n}" for part in PARTS for n in names) + " |",
               "|---|" + "---|" * (len(PARTS) * len(names))]
     for key in report["rules"]["validation"]:
-        cells = []
-        for part in PARTS:
-            for n in names:
-                r = report["rules"][part][key][n]
-                cells.append(f"{r['coverage']:.2f} / " + ("-" if r["wrong"] is None else f"{r['wrong']:.2f}"))
+        cells = [_cell(report["rules"][part][key][n]) for part in PARTS for n in names]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     (out / "head.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
-
-
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v]
 
 
 def main(argv: list[str] | None = None) -> int:
