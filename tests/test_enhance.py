@@ -12,7 +12,7 @@ import pytest
 from edge.bundle import load_bundle, write_bundle
 from edge.enhance import CHUNK, Enhancer
 from edge.errors import BundleError
-from edge.features import FeatureParams, FeatureStream, Frontend, file_windows, rms_dbfs
+from edge.features import FeatureParams, Frontend, file_windows, rms_dbfs
 from edge.model import EmotionModel
 from edge.predict import predict_audio
 
@@ -28,22 +28,13 @@ def noisy_speech(seconds: float, seed: int = 0) -> np.ndarray:
     return (speechlike(seconds, seed=seed, level=0.05) + 0.01 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
 
 
-@pytest.mark.parametrize("chunk", [7, 160, 1000, 16000])
-def test_enhanced_stream_equals_batch_for_any_chunk_size(chunk):
+def test_an_enhanced_frontend_hears_other_windows_than_the_plain_one():
+    """(Stream == batch with enhancement: tests/test_features.py.)"""
     audio = noisy_speech(6.3, seed=3)
     hop = WEBRTC.hop_frames(1.0)
-    batch = file_windows(FE, audio, hop)
-    stream = FeatureStream(FE, hop)
-    got = []
-    for i in range(0, len(audio), chunk):
-        got += stream.push(audio[i : i + chunk])
-    assert len(got) == len(batch) >= 3
-    for a, b in zip(got, batch):
-        assert a.start_frame == b.start_frame and a.rms_dbfs == b.rms_dbfs
-        assert np.array_equal(a.features, b.features)
-    # and the enhancement is there: the plain frontend's windows of the same audio differ
-    plain = file_windows(PLAIN, audio, hop)
-    assert all(not np.allclose(a.features, b.features, atol=1.0) for a, b in zip(batch, plain))
+    enhanced, plain = file_windows(FE, audio, hop), file_windows(PLAIN, audio, hop)
+    assert len(enhanced) == len(plain) >= 3
+    assert all(not np.allclose(a.features, b.features, atol=1.0) for a, b in zip(enhanced, plain))
 
 
 def test_enhancer_output_is_every_whole_chunk_whatever_the_push_sizes():

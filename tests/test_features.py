@@ -12,6 +12,7 @@ from conftest import SR, ravdess_clips, speechlike
 
 P = FeatureParams()
 FE = Frontend(P)
+WEBRTC = FeatureParams(webrtc_noise_suppression=2, webrtc_auto_gain_dbfs=5)
 
 
 def librosa_logmel(audio: np.ndarray, p: FeatureParams = P) -> np.ndarray:
@@ -59,12 +60,14 @@ def test_matches_librosa_on_real_ravdess_clips(ravdess):
     assert worst < 1e-3, f"max abs difference {worst} dB"
 
 
-@pytest.mark.parametrize("chunk", [1, 160, 1000, 16000])
-def test_streaming_equals_batch_for_any_chunk_size(chunk):
+@pytest.mark.parametrize("frontend", [FE, Frontend(WEBRTC)], ids=["plain", "webrtc"])
+@pytest.mark.parametrize("chunk", [1, 7, 160, 1000, 16000])
+def test_streaming_equals_batch_for_any_chunk_size(chunk, frontend):
+    """With a bundle's WebRTC front end too (edge.enhance): one processor over the stream, a fresh one per file."""
     audio = speechlike(6.3, seed=3)
     hop = P.hop_frames(1.0)
-    batch = file_windows(FE, audio, hop)
-    stream = FeatureStream(FE, hop)
+    batch = file_windows(frontend, audio, hop)
+    stream = FeatureStream(frontend, hop)
     got = []
     for i in range(0, len(audio), chunk):
         got += stream.push(audio[i : i + chunk])
