@@ -18,15 +18,17 @@ SAMPLE_RATE = 16000  # the package processes 16-kHz mono only
 CHUNK = SAMPLE_RATE // 100  # 10 ms, the processor's unit
 
 
-def _processor(noise_suppression: int, auto_gain_dbfs: int):
+def require():
+    """The package's AudioProcessor class; BundleError naming the package where it is missing (only a bundle
+    that asks for enhancement needs it, so a frontend calls this at load, before any audio)."""
     try:
         from webrtc_noise_gain import AudioProcessor
-    except ImportError as err:  # only a bundle that asks for it needs the package
+    except ImportError as err:
         raise BundleError(
             "this model needs WebRTC enhancement but the webrtc-noise-gain package is missing; "
             "pip install 'moodmic[edge]'"
         ) from err
-    return AudioProcessor(auto_gain_dbfs, noise_suppression)
+    return AudioProcessor
 
 
 class Enhancer:
@@ -36,7 +38,7 @@ class Enhancer:
     pushed; a stream that ends mid-chunk leaves at most 9.9 ms unprocessed."""
 
     def __init__(self, noise_suppression: int, auto_gain_dbfs: int):
-        self._processor = _processor(noise_suppression, auto_gain_dbfs)
+        self._processor = require()(auto_gain_dbfs, noise_suppression)
         self._pending = np.empty(0, np.int16)
 
     def process(self, samples: np.ndarray) -> np.ndarray:

@@ -220,7 +220,10 @@ class Frontend:
 
     def __init__(self, params: FeatureParams):
         params.check_supported()
-        params.enhancer()  # a bundle that needs the enhancement package fails at load, not at its first audio
+        if params.enhanced:  # a bundle that needs the enhancement package fails at load, not at its first audio
+            from .enhance import require
+
+            require()
         self.params = params
         n = np.arange(params.n_fft)
         self._window = 0.5 - 0.5 * np.cos(2 * np.pi * n / params.n_fft)  # float64: see frames()
