@@ -28,12 +28,10 @@ SETTINGS = ((2, 5), (4, 31), (2, 0), (0, 5))  # (noise suppression, automatic ga
 
 
 def speech(root: Path, seconds: float) -> np.ndarray:
-    import csv
+    from trainer.corpus import load_corpus
 
-    with open(root / "manifest.csv", newline="") as f:
-        paths = [root / r["path"] for r in csv.DictReader(f) if r["vocal_channel"] == "speech"]
     parts, total = [], 0
-    for path in sorted(paths):
+    for path in sorted(c.path for c in load_corpus(root).usable if c.channel == "speech"):
         parts.append(load_audio(path, SAMPLE_RATE))
         total += len(parts[-1])
         if total >= seconds * SAMPLE_RATE:
